@@ -1,0 +1,277 @@
+"""PairedDataModule: splits, train-only transforms and dict batches for every model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from mmint import keys
+from mmint.data.modality import FittedTransform, check_transform, fit_transform
+from mmint.data.paired import PairedData
+from mmint.data.spec import DataSpec
+from mmint.data.splits import make_split
+
+Batch = dict[str, torch.Tensor]
+
+
+def _rows(x: np.ndarray | sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
+    """Dense float32 rows of ``x`` (sparse matrices are densified per batch only)."""
+    out = x[idx]
+    return out.toarray() if sp.issparse(out) else np.asarray(out)
+
+
+class _BatchDataset(Dataset):
+    """Indexing with an array of cell indices returns a whole dict batch."""
+
+    def __init__(self, dm: PairedDataModule) -> None:
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return self.dm.data.n_cells
+
+    def __getitem__(self, idx: Sequence[int]) -> Batch:
+        return self.dm.batch(np.asarray(idx))
+
+
+class _ShuffledBatches(Sampler[list[int]]):
+    """``passes`` reshuffled passes over ``cells`` per iteration, seeded by (seed, epoch)."""
+
+    def __init__(self, cells: np.ndarray, batch_size: int, seed: int, passes: int = 1) -> None:
+        self.cells, self.batch_size, self.seed, self.passes = cells, batch_size, seed, passes
+        self.epoch = 0
+
+    def _one_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
+        perm = rng.permutation(self.cells)
+        chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
+            chunks.pop()
+        return chunks
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for _ in range(self.passes):
+            for chunk in self._one_pass(rng):
+                yield chunk.tolist()
+
+    def __len__(self) -> int:
+        per_pass = -(-len(self.cells) // self.batch_size)
+        if per_pass > 1 and len(self.cells) % self.batch_size == 1:
+            per_pass -= 1
+        return per_pass * self.passes
+
+
+class PairedDataModule(L.LightningDataModule):
+    """Shared data module: one per fit, used by every model.
+
+    Parameters
+    ----------
+    data
+        Checked, aligned modalities (:class:`mmint.data.PairedData`).
+    split
+        ``{"kind": "random"|"kfold"|"holdout_batch", "fractions": [...], "k", "fold",
+        "holdout": [...]}`` (see :func:`mmint.data.splits.make_split`).
+    seed
+        Seed of the split and of batch shuffling.
+    batch_size
+        Training batch size (validation uses it too, so batch-level losses compare).
+    transforms
+        ``{modality: transform}`` overriding the kind's default.
+    n_top_features
+        ``{modality: n}``: keep the n most variable genes / most frequent peaks, chosen on
+        training cells.
+
+    Notes
+    -----
+    Attributes a model may ask for (set by the fit pipeline): ``passes_per_epoch`` (the train
+    loader yields that many reshuffled passes per epoch) and ``include_target_in_train``
+    (``holdout_batch`` target cells join the train loader, always with label -1).
+    Labels of ``holdout_batch`` target cells are never put in a batch.
+    """
+
+    def __init__(
+        self,
+        data: PairedData,
+        split: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        batch_size: int = 128,
+        transforms: Mapping[str, str] | None = None,
+        n_top_features: Mapping[str, int] | None = None,
+        eval_batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.split_config = dict(split or {"kind": "random"})
+        self.seed = seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.transform_names = {
+            m: check_transform(m, mod.kind, (transforms or {}).get(m))
+            for m, mod in data.modalities.items()
+        }
+        self.n_top_features = dict(n_top_features or {})
+        self.passes_per_epoch = 1
+        self.include_target_in_train = False
+        self._ready = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Split, fit transforms on training cells, transform every cell. Idempotent."""
+        if self._ready:
+            return
+        labels, self.label_names = self.data.labels()
+        self.batch_codes, self.batch_names = self.data.batches()
+        cfg = self.split_config
+        self.split = make_split(
+            labels,
+            self.batch_codes,
+            self.batch_names,
+            kind=cfg.get("kind", "random"),
+            seed=self.seed,
+            fractions=cfg.get("fractions", (0.8, 0.1, 0.1)),
+            k=cfg.get("k", 10),
+            fold=cfg.get("fold", 0),
+            holdout=cfg.get("holdout", ()) or (),
+        )
+        self.true_labels = labels
+        self.batch_labels = labels.copy()
+        if cfg.get("kind") == "holdout_batch":
+            self.batch_labels[self.split["test"]] = keys.UNKNOWN_LABEL
+        if not getattr(self, "transforms", None):
+            self.transforms = {}
+            train = self.split["train"]
+            for m, mod in self.data.modalities.items():
+                cells = train[mod.present[train]]
+                self.transforms[m] = fit_transform(
+                    mod.x[cells], mod.kind, self.transform_names[m], self.n_top_features.get(m)
+                )
+        self.inputs: dict[str, np.ndarray | sp.csr_matrix] = {}
+        self.counts: dict[str, np.ndarray | sp.csr_matrix] = {}
+        self.masks: dict[str, np.ndarray] = {}
+        for m, mod in self.data.modalities.items():
+            raw = self.transforms[m].select(mod.x)
+            self.inputs[m] = self.transforms[m].apply(raw)
+            if mod.kind == "counts":
+                self.counts[m] = sp.csr_matrix(raw, dtype=np.float32) if sp.issparse(raw) else raw
+            self.masks[m] = mod.present.astype(np.float32)
+        self._ready = True
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names."""
+        return list(self.data.modalities)
+
+    @property
+    def spec(self) -> DataSpec:
+        """What models are sized from (call after :meth:`setup`)."""
+        train = self.split["train"]
+        counts = np.bincount(
+            self.batch_labels[train][self.batch_labels[train] >= 0], minlength=len(self.label_names)
+        )
+        variance = {}
+        for m in self.modalities:
+            x = self.inputs[m][train[self.masks[m][train] > 0]]
+            if sp.issparse(x):
+                n = x.shape[0] * x.shape[1]
+                mean = x.sum() / n
+                variance[m] = float(x.multiply(x).sum() / n - mean**2)
+            else:
+                variance[m] = float(np.var(x, dtype=np.float64))
+        return DataSpec(
+            modalities=self.modalities,
+            kinds={m: mod.kind for m, mod in self.data.modalities.items()},
+            n_features={m: int(self.inputs[m].shape[1]) for m in self.modalities},
+            transforms=dict(self.transform_names),
+            n_batches=len(self.batch_names),
+            label_names=list(self.label_names),
+            train_label_counts=[int(c) for c in counts],
+            input_variance=variance,
+            n_train=len(train),
+            feature_names={
+                m: [str(v) for v in mod.var_names[self.transforms[m].features]]
+                for m, mod in self.data.modalities.items()
+            },
+        )
+
+    # ------------------------------------------------------------------ batches
+    def batch(self, idx: np.ndarray) -> Batch:
+        """The dict batch of the cells ``idx`` (keys in :mod:`mmint.keys`)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        out: Batch = {
+            keys.INDEX: torch.from_numpy(idx),
+            keys.BATCH: torch.from_numpy(self.batch_codes[idx]),
+            keys.LABEL: torch.from_numpy(self.batch_labels[idx]),
+        }
+        for m in self.modalities:
+            out[m] = torch.from_numpy(_rows(self.inputs[m], idx))
+            out[keys.mask_key(m)] = torch.from_numpy(self.masks[m][idx])
+            if m in self.counts:
+                out[keys.counts_key(m)] = torch.from_numpy(_rows(self.counts[m], idx))
+        return out
+
+    def iter_batches(self, idx: np.ndarray, batch_size: int | None = None) -> Iterator[Batch]:
+        """Batches over ``idx`` in order (for evaluation)."""
+        size = batch_size or self.eval_batch_size
+        for i in range(0, len(idx), size):
+            yield self.batch(idx[i : i + size])
+
+    def cells(self, name: str) -> np.ndarray:
+        """Indices of ``train``, ``val``, ``test`` or ``all`` cells."""
+        return np.arange(self.data.n_cells) if name == "all" else self.split[name]
+
+    def _loader(self, sampler: Sampler | Sequence[list[int]]) -> DataLoader:
+        return DataLoader(_BatchDataset(self), sampler=sampler, batch_size=None)
+
+    def train_cells(self) -> np.ndarray:
+        """Cells the train loader walks (train, plus the unlabelled target when asked)."""
+        train = self.split["train"]
+        if self.include_target_in_train and self.split_config.get("kind") == "holdout_batch":
+            train = np.sort(np.concatenate([train, self.split["test"]]))
+        return train
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled dict batches of training cells (``passes_per_epoch`` passes)."""
+        return self._loader(
+            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, self.passes_per_epoch)
+        )
+
+    def _ordered(self, idx: np.ndarray, size: int) -> DataLoader:
+        return self._loader([idx[i : i + size].tolist() for i in range(0, len(idx), size)])
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation cells in order, training batch size."""
+        return self._ordered(self.split["val"], self.batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test cells in order."""
+        return self._ordered(self.split["test"], self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        """All cells in order."""
+        return self._ordered(np.arange(self.data.n_cells), self.eval_batch_size)
+
+    # ------------------------------------------------------------------ persistence
+    def split_names(self) -> dict[str, Any]:
+        """The split as cell names (what ``split.json`` holds)."""
+        names = self.data.names
+        out: dict[str, Any] = {"kind": self.split_config.get("kind", "random"), "seed": self.seed}
+        out.update({s: [str(c) for c in names[idx]] for s, idx in self.split.items()})
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Fitted transforms and split (Lightning stores this in every checkpoint)."""
+        return {
+            "transforms": {m: t.state() for m, t in self.transforms.items()},
+            "split": {s: idx for s, idx in self.split.items()},
+            "seed": self.seed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Reuse fitted transforms from a checkpoint (call before :meth:`setup`)."""
+        self.transforms = {m: FittedTransform.from_state(s) for m, s in state["transforms"].items()}

@@ -1,0 +1,412 @@
+"""PairedData: modalities of the same cells, aligned and checked, with one clear error per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from mmint.data.spec import KINDS
+from mmint.errors import InputError
+
+JOINS = ("strict", "inner", "outer")
+_EXAMPLES = 3
+
+
+@dataclass
+class Modality:
+    """One modality's raw values on the cells of the :class:`PairedData`.
+
+    ``x`` has one row per cell of the paired data; rows of cells that lack the modality are
+    zero and ``present`` is ``False`` for them.
+    """
+
+    name: str
+    kind: str
+    x: np.ndarray | sp.csr_matrix
+    var_names: pd.Index
+    present: np.ndarray
+    where: str = ""
+
+    @property
+    def n_features(self) -> int:
+        """Number of raw features."""
+        return self.x.shape[1]
+
+
+@dataclass
+class PairedData:
+    """Aligned modalities of the same cells plus cell annotations.
+
+    Build it with :meth:`from_anndatas` or :meth:`from_mudata`; every check runs there.
+    """
+
+    modalities: dict[str, Modality]
+    obs: pd.DataFrame
+    label_key: str | None = None
+    batch_key: str | None = None
+    class_key: str | None = None
+    exclude_labels: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_anndatas(
+        cls,
+        adatas: Mapping[str, ad.AnnData | str | Path],
+        kinds: Mapping[str, str],
+        join: str = "strict",
+        label_key: str | None = None,
+        batch_key: str | None = None,
+        class_key: str | None = None,
+        exclude_labels: Sequence[str] = (),
+    ) -> PairedData:
+        """Align one AnnData (or ``.h5ad`` path) per modality and check everything.
+
+        Parameters
+        ----------
+        adatas
+            ``{modality: AnnData or path}``.
+        kinds
+            ``{modality: "counts" | "binary" | "continuous"}``.
+        join
+            ``strict`` (identical cells required), ``inner`` (shared cells) or ``outer``
+            (union; a cell absent from a modality's file lacks that modality).
+        label_key, batch_key, class_key
+            ``obs`` columns with cell labels, batches and coarse classes of the labels.
+        exclude_labels
+            Labels treated as unknown (their cells still train, unlabelled).
+        """
+        _check_kinds(list(adatas), kinds)
+        if join not in JOINS:
+            raise InputError(f"unknown join '{join}'", "data.join", f"use one of {list(JOINS)}")
+        loaded = {m: _read(m, a) for m, a in adatas.items()}
+        for m, (adata, where) in loaded.items():
+            _check_not_empty(m, adata, where)
+            _check_unique(m, adata.obs_names, where)
+        names, notes = _join_names({m: a.obs_names for m, (a, _) in loaded.items()}, join, loaded)
+        obs = _merge_obs({m: a.obs for m, (a, _) in loaded.items()}, names)
+        modalities = {}
+        for m, (adata, where) in loaded.items():
+            modalities[m] = _aligned_modality(m, kinds[m], adata, names, where)
+        data = cls(
+            modalities,
+            obs,
+            label_key,
+            batch_key,
+            class_key,
+            tuple(exclude_labels or ()),
+            notes,
+        )
+        data._check_values()
+        data._check_columns({m: w for m, (_, w) in loaded.items()})
+        return data
+
+    @classmethod
+    def from_mudata(cls, mdata: Any, kinds: Mapping[str, str], **kwargs: Any) -> PairedData:
+        """Build from a MuData (or ``.h5mu`` path); a cell absent from a modality lacks it.
+
+        ``obs`` columns are looked up in the MuData's global ``obs`` and in each modality.
+        """
+        import mudata as md
+
+        where = "MuData"
+        if isinstance(mdata, str | Path):
+            path = Path(mdata)
+            if not path.exists():
+                raise InputError("file not found", str(path), "check data.paths")
+            where = str(path)
+            mdata = md.read_h5mu(path)
+        adatas = {}
+        for m in mdata.mod:
+            a = mdata.mod[m]
+            extra = mdata.obs.loc[a.obs_names, [c for c in mdata.obs.columns if "\x00" not in c]]
+            extra = extra.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{m}:") else c)
+            extra = extra.loc[:, ~extra.columns.duplicated()]
+            a = a.copy()
+            for col in extra.columns:
+                if col not in a.obs.columns:
+                    a.obs[col] = extra[col].to_numpy()
+            a.uns["mmint_where"] = f"{where}, modality '{m}'"
+            adatas[m] = a
+        kwargs.setdefault("join", "outer")
+        return cls.from_anndatas(adatas, kinds, **kwargs)
+
+    # ------------------------------------------------------------------ annotations
+    @property
+    def names(self) -> pd.Index:
+        """Cell names."""
+        return self.obs.index
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells (union over modalities)."""
+        return len(self.obs)
+
+    def _categories(self, key: str | None) -> tuple[np.ndarray, list[str]]:
+        if key is None:
+            return np.zeros(self.n_cells, dtype=np.int64), []
+        col = self.obs[key]
+        valid = col.notna().to_numpy()
+        values = col.astype(str).to_numpy()
+        cats = sorted(set(values[valid]))
+        lookup = {c: i for i, c in enumerate(cats)}
+        codes = np.array([lookup[v] if ok else -1 for v, ok in zip(values, valid, strict=True)])
+        return codes.astype(np.int64), cats
+
+    def labels(self) -> tuple[np.ndarray, list[str]]:
+        """Label codes (-1 for unknown or excluded labels) and the label names."""
+        if self.label_key is None:
+            return np.full(self.n_cells, -1, dtype=np.int64), []
+        col = self.obs[self.label_key]
+        excluded = col.astype(str).isin(set(self.exclude_labels)).to_numpy()
+        masked = col.where(~excluded)
+        codes, names = PairedData(
+            {}, pd.DataFrame({"l": masked.to_numpy()}, index=self.obs.index), "l"
+        )._categories("l")
+        return codes, names
+
+    def batches(self) -> tuple[np.ndarray, list[str]]:
+        """Batch codes and names (one batch ``"all"`` when there is no batch column)."""
+        if self.batch_key is None:
+            return np.zeros(self.n_cells, dtype=np.int64), ["all"]
+        codes, names = self._categories(self.batch_key)
+        return np.where(codes < 0, 0, codes), names or ["all"]
+
+    def classes(self) -> dict[str, str] | None:
+        """``{fine label: class}`` from ``class_key`` (``None`` without one)."""
+        if self.class_key is None or self.label_key is None:
+            return None
+        pairs = self.obs[[self.label_key, self.class_key]].dropna().astype(str)
+        return dict(pairs.drop_duplicates(self.label_key).itertuples(index=False, name=None))
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> str:
+        """Human-readable summary: cells, modalities, kinds, features, labels, batches, sparsity."""
+        lines = [f"cells: {self.n_cells}"]
+        for m, mod in self.modalities.items():
+            n_present = int(mod.present.sum())
+            nnz = mod.x.nnz if sp.issparse(mod.x) else int(np.count_nonzero(mod.x))
+            density = nnz / max(1, n_present * mod.n_features)
+            lines.append(
+                f"modality {m}: kind={mod.kind} features={mod.n_features} cells={n_present} "
+                f"missing={self.n_cells - n_present} sparsity={1 - density:.3f}"
+            )
+        if self.label_key:
+            codes, names = self.labels()
+            lines.append(
+                f"labels ({self.label_key}): {len(names)} categories, "
+                f"{int((codes < 0).sum())} unlabelled/excluded cells"
+            )
+        else:
+            lines.append("labels: none")
+        _, bnames = self.batches()
+        lines.append(f"batches ({self.batch_key or '-'}): {len(bnames)}")
+        if self.class_key:
+            lines.append(f"classes ({self.class_key}): {len(set((self.classes() or {}).values()))}")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ checks
+    def _check_values(self) -> None:
+        for m, mod in self.modalities.items():
+            values = mod.x.data if sp.issparse(mod.x) else mod.x
+            bad_cells = _rows_where(mod.x, ~np.isfinite(values))
+            if len(bad_cells):
+                raise InputError(
+                    f"{len(bad_cells)} cells have NaN or inf values, e.g. "
+                    f"{_examples(self.names[bad_cells])}",
+                    f"modality '{m}', {mod.where}",
+                    "remove or impute these values before loading",
+                )
+            if mod.kind == "counts":
+                neg = _rows_where(mod.x, values < 0)
+                if len(neg):
+                    raise InputError(
+                        f"{len(neg)} cells have negative values in a 'counts' modality, e.g. "
+                        f"{_examples(self.names[neg])}",
+                        f"modality '{m}', {mod.where}",
+                        "give raw counts, or declare the modality kind 'continuous'",
+                    )
+                frac = _rows_where(mod.x, np.abs(values - np.round(values)) > 1e-6)
+                if len(frac):
+                    raise InputError(
+                        f"{len(frac)} cells have non-integer values in a 'counts' modality, e.g. "
+                        f"{_examples(self.names[frac])}",
+                        f"modality '{m}', {mod.where}",
+                        "give raw integer counts (e.g. layers['counts']), or declare the kind "
+                        "'continuous'",
+                    )
+
+    def _check_columns(self, wheres: Mapping[str, str]) -> None:
+        files = ", ".join(wheres.values())
+        for role, key in (("label", self.label_key), ("batch", self.batch_key), ("class", self.class_key)):
+            if key is not None and key not in self.obs.columns:
+                raise InputError(
+                    f"{role} column '{key}' is missing",
+                    f"obs of {files}; columns there: {list(self.obs.columns)[:10]}",
+                    f"add obs['{key}'] or set data.{role}_key to an existing column (or null)",
+                )
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_kinds(modalities: list[str], kinds: Mapping[str, str]) -> None:
+    if not modalities:
+        raise InputError("no modalities given", "data.paths", "give at least one modality file")
+    missing = [m for m in modalities if m not in (kinds or {})]
+    if missing:
+        raise InputError(
+            f"no kind given for modalities {missing}",
+            "data.kinds",
+            f"add e.g. 'data.kinds={{{missing[0]}: counts}}' (kinds: {list(KINDS)})",
+        )
+    extra = [m for m in kinds if m not in modalities]
+    if extra:
+        raise InputError(
+            f"kinds given for modalities without data {extra}", "data.kinds", "remove them or add their files"
+        )
+    for m in modalities:
+        if kinds[m] not in KINDS:
+            raise InputError(
+                f"unknown modality kind '{kinds[m]}'", f"data.kinds.{m}", f"use one of {list(KINDS)}"
+            )
+
+
+def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, str]:
+    if isinstance(source, ad.AnnData):
+        return source, source.uns.get("mmint_where", f"AnnData of modality '{modality}'")
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError("file not found", str(path), f"check the path given for modality '{modality}'")
+    try:
+        return ad.read_h5ad(path), str(path)
+    except Exception as err:  # h5py/anndata raise many types for a broken file
+        raise InputError(
+            f"cannot read an AnnData ({type(err).__name__})", str(path), "give a valid .h5ad file"
+        ) from err
+
+
+def _check_not_empty(modality: str, adata: ad.AnnData, where: str) -> None:
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(
+            f"modality '{modality}' is empty ({adata.n_obs} cells x {adata.n_vars} features)",
+            where,
+            "give a file with at least one cell and one feature",
+        )
+
+
+def _check_unique(modality: str, names: pd.Index, where: str) -> None:
+    dup = names[names.duplicated()]
+    if len(dup):
+        raise InputError(
+            f"{len(dup)} duplicate cell names in modality '{modality}', e.g. {_examples(dup)}",
+            where,
+            "make obs_names unique (adata.obs_names_make_unique())",
+        )
+
+
+def _join_names(
+    names: dict[str, pd.Index], join: str, loaded: dict[str, tuple[ad.AnnData, str]]
+) -> tuple[pd.Index, list[str]]:
+    mods = list(names)
+    first = names[mods[0]]
+    if join == "strict":
+        for m in mods[1:]:
+            if len(names[m]) == len(first) and names[m].equals(first):
+                continue
+            only_a = first.difference(names[m], sort=False)
+            only_b = names[m].difference(first, sort=False)
+            if len(only_a) == 0 and len(only_b) == 0:
+                raise InputError(
+                    f"modalities '{mods[0]}' and '{m}' hold the same cells in a different order",
+                    f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
+                    "reorder one file (adata[other.obs_names]) or use data.join=inner",
+                )
+            examples = _examples(only_a.append(only_b))
+            raise InputError(
+                f"cells differ between modalities '{mods[0]}' and '{m}': {len(only_a)} only in "
+                f"'{mods[0]}', {len(only_b)} only in '{m}', e.g. {examples}",
+                f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
+                "use data.join=inner to keep shared cells or data.join=outer to keep all",
+            )
+        return first, []
+    if join == "inner":
+        shared = first
+        for m in mods[1:]:
+            shared = shared.intersection(names[m], sort=False)
+        dropped = len(pd.Index([]).append([names[m] for m in mods]).unique()) - len(shared)
+        if len(shared) == 0:
+            raise InputError(
+                "no cell is shared by all modalities",
+                ", ".join(w for _, w in loaded.values()),
+                "check that the files describe the same cells (obs_names must match)",
+            )
+        return shared, [f"join=inner: kept {len(shared)} shared cells, dropped {dropped}"]
+    union = first
+    for m in mods[1:]:
+        union = union.append(names[m].difference(union, sort=False))
+    missing = {m: len(union) - len(names[m]) for m in mods}
+    return union, [f"join=outer: missing-modality counts {missing}"]
+
+
+def _merge_obs(obs: dict[str, pd.DataFrame], names: pd.Index) -> pd.DataFrame:
+    merged = pd.DataFrame(index=names)
+    for frame in obs.values():
+        frame = frame.reindex(names)
+        for col in frame.columns:
+            if col not in merged.columns:
+                merged[col] = frame[col].astype(object)
+            else:
+                merged[col] = merged[col].where(merged[col].notna(), frame[col].astype(object))
+    for col in merged.columns:
+        if merged[col].map(lambda v: isinstance(v, str)).any():
+            merged[col] = merged[col].astype("category")
+        else:
+            merged[col] = merged[col].infer_objects()
+    return merged
+
+
+def _aligned_modality(
+    name: str, kind: str, adata: ad.AnnData, names: pd.Index, where: str
+) -> Modality:
+    x = adata.X
+    if x is None:
+        raise InputError(f"modality '{name}' has no X matrix", where, "store the values in adata.X")
+    x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
+    if adata.obs_names.equals(names):
+        return Modality(name, kind, x, adata.var_names.copy(), np.ones(len(names), bool), where)
+    pos = adata.obs_names.get_indexer(names)
+    present = pos >= 0
+    if sp.issparse(x):
+        # rows of absent cells are empty: select present rows then scatter with a 0/1 matrix
+        scatter = sp.csr_matrix(
+            (np.ones(present.sum(), np.float32), (np.flatnonzero(present), pos[present])),
+            shape=(len(names), adata.n_obs),
+        )
+        aligned = sp.csr_matrix(scatter @ x)
+    else:
+        aligned = np.zeros((len(names), x.shape[1]), np.float32)
+        aligned[present] = x[pos[present]]
+    return Modality(name, kind, aligned, adata.var_names.copy(), present, where)
+
+
+def _rows_where(x: np.ndarray | sp.csr_matrix, bad: np.ndarray) -> np.ndarray:
+    """Row indices of entries flagged by ``bad`` (aligned with ``x.data`` when sparse)."""
+    if not bad.any():
+        return np.array([], dtype=np.int64)
+    if sp.issparse(x):
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+        return np.unique(rows[bad])
+    return np.flatnonzero(bad.any(axis=1))
+
+
+def _examples(names: Sequence[Any]) -> str:
+    shown = [str(n) for n in list(names)[:_EXAMPLES]]
+    return ", ".join(shown) + (" ..." if len(names) > _EXAMPLES else "")

@@ -1,0 +1,67 @@
+"""The common model interface: the only thing callbacks, benchmarks and ``mmint.explain`` use.
+
+Every integrator implements :class:`Integrator`. Trainable ones are also LightningModules
+(:class:`IntegratorModule`) and log their model-selection loss as ``val/loss`` in
+``validation_step``; the fit pipeline checkpoints on it. Batches are dicts keyed by
+:mod:`mmint.keys`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mmint.data.spec import DataSpec
+
+Batch = dict[str, Tensor]
+
+
+class Integrator(ABC):
+    """Per-modality latents, a joint latent, cross-modal translation, optional groups."""
+
+    #: short model name used in run directories and ``obsm`` keys
+    name: str = "model"
+    #: whether the model trains in epochs (curves, epoch cost keys); ``False`` for baselines
+    trains_in_epochs: bool = True
+    spec: DataSpec
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names in the model's fixed order."""
+        return list(self.spec.modalities)
+
+    @abstractmethod
+    def latents(self, batch: Batch) -> dict[str, Tensor]:
+        """Per-modality latent of every cell of the batch, ``{modality: (n, d)}``."""
+
+    @abstractmethod
+    def joint_latent(self, batch: Batch) -> Tensor:
+        """Joint latent ``(n, d)`` from the modalities each cell has."""
+
+    @abstractmethod
+    def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
+        """Prediction of ``dst`` from ``src`` alone, in ``dst``'s model-input space.
+
+        ``src == dst`` is the reconstruction.
+        """
+
+    def predict_groups(self, batch: Batch) -> Tensor | None:
+        """Group (cluster or class) code per cell, or ``None`` when the model has no group head."""
+        return None
+
+
+class IntegratorModule(Integrator, L.LightningModule):
+    """Base LightningModule for trainable integrators (manual optimization by default)."""
+
+    def __init__(self, spec: DataSpec | dict) -> None:
+        super().__init__()
+        self.spec = DataSpec.from_any(spec)
+        self.automatic_optimization = False
+
+    @torch.no_grad()
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        """Joint latent per batch (used by ``Trainer.predict``)."""
+        return {"joint": self.joint_latent(batch)}
