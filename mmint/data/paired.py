@@ -128,7 +128,8 @@ class PairedData:
         for m in mdata.mod:
             a = mdata.mod[m]
             extra = mdata.obs.loc[a.obs_names, [c for c in mdata.obs.columns if "\x00" not in c]]
-            extra = extra.rename(columns=lambda c: c.split(":", 1)[1] if c.startswith(f"{m}:") else c)
+            prefix = f"{m}:"
+            extra = extra.rename(columns={c: c[len(prefix) :] for c in extra.columns if c.startswith(prefix)})
             extra = extra.loc[:, ~extra.columns.duplicated()]
             a = a.copy()
             for col in extra.columns:

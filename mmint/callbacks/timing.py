@@ -1,0 +1,44 @@
+"""Cost of a fit: seconds per epoch, cells per second, peak resident memory."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+
+import lightning as L
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+class Timing(L.Callback):
+    """Times training epochs (validation excluded) and counts the cells they saw."""
+
+    def __init__(self) -> None:
+        self.epoch_seconds: list[float] = []
+        self.cells = 0
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        self.cells += int(batch["index"].shape[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+        pl_module.log("time/epoch_seconds", self.epoch_seconds[-1], on_epoch=True)
+
+    def summary(self) -> dict[str, float | int | None]:
+        """``epochs``, ``seconds_per_epoch`` and ``cells_per_second`` (the contracts' cost keys)."""
+        total = sum(self.epoch_seconds)
+        n = len(self.epoch_seconds)
+        return {
+            "epochs": n,
+            "seconds_per_epoch": total / n if n else None,
+            "cells_per_second": self.cells / total if total > 0 else None,
+        }

@@ -1,0 +1,144 @@
+"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain> [hydra overrides]``.
+
+Hydra composes the config here and only here; the library takes plain dicts. Bad input
+exits 2 with one line ``error: <what> (<where>) - <how to fix>`` on stderr, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from mmint.errors import InputError
+
+COMMANDS = ("validate", "fit", "benchmark", "explain")
+USAGE = """usage: mmint <command> [key=value ...]
+
+commands:
+  validate   load a dataset through the training code path and report whether it is usable
+  fit        fit one model on one dataset and write a run directory
+  benchmark  run a suite of fits and write results.csv, report.md and plots
+  explain    SHAP relevance analysis of a run directory
+
+examples:
+  mmint validate data=snareseq_mouse_cortex_chen2019
+  mmint validate data=custom 'data.paths={rna: a.h5ad, atac: b.h5ad}' 'data.kinds={rna: counts, atac: binary}'
+  mmint fit model=unitednet data=synthetic seed=1 logger=csv
+  mmint benchmark suite=quick
+"""
+
+
+def fail(err: InputError | str, code: int = 2) -> None:
+    """Print one ``error:`` line to stderr and exit."""
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _config_dir() -> str:
+    from mmint.data.registry import config_dir
+
+    return str(config_dir())
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Unknown ``data=``/``model=`` names get the contracts' one-line error, not Hydra's."""
+    from mmint.data.registry import dataset_config
+
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in ("data", "+data") and value and "," not in value:
+            dataset_config(value)  # raises InputError for an unknown name
+        if key == "model" and value and "," not in value:
+            path = os.path.join(_config_dir(), "model", f"{value}.yaml")
+            if not os.path.exists(path):
+                known = sorted(p[:-5] for p in os.listdir(os.path.join(_config_dir(), "model")))
+                raise InputError(f"unknown model '{value}'", "model=", f"use one of: {', '.join(known)}")
+
+
+def compose(command: str, overrides: list[str]) -> Any:
+    """Compose the config with Hydra (no run directory), as tests and ``validate`` do."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        return hydra_compose("config", overrides=[f"command={command}", *overrides])
+
+
+def validate(cfg: Any) -> str:
+    """Load the dataset and build the split exactly as ``fit`` does; return the summary."""
+    from mmint.fit import build_datamodule, plain
+
+    cfg = plain(cfg)
+    dm = build_datamodule(cfg, batch_size=int(cfg["model"].get("batch_size", 128)))
+    sizes = ", ".join(f"{k}={len(v)}" for k, v in dm.split.items())
+    return f"dataset: {cfg['data']['name']}\n{dm.data.summary()}\nsplit ({dm.split_config.get('kind')}): {sizes}"
+
+
+def _fit_task(cfg: Any) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from mmint.fit import run_fit
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    metrics = run_fit(cfg, run_dir)
+    keys = ("ari", "nmi", "ari_kmeans", "foscttm", "fit_seconds")
+    summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float))
+    print(f"run directory: {run_dir}\n{summary}")
+
+
+def _hydra_main(task: Callable[[Any], None], command: str, argv: list[str]) -> None:
+    import hydra
+
+    sys.argv = [f"mmint {command}", f"command={command}", *argv]
+    hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")(
+        _guarded(task)
+    )()
+
+
+def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
+    def run(cfg: Any) -> None:
+        try:
+            task(cfg)
+        except InputError as err:
+            fail(err)
+
+    return run
+
+
+def _command_module(command: str) -> Callable[[Any], None]:
+    import importlib
+
+    try:
+        module = importlib.import_module(f"mmint.{command}.cli")
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith(f"mmint.{command}"):
+            fail(f"the '{command}' command is not available in this version of mmint", code=1)
+        raise
+    return module.main
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mmint`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        fail(f"unknown command '{command}' (mmint {command}) - use one of: {', '.join(COMMANDS)}")
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        _check_group_choices(rest)
+        if command == "validate":
+            print(validate(compose(command, rest)))
+            return
+    except InputError as err:
+        fail(err)
+    task = _fit_task if command == "fit" else _command_module(command)
+    _hydra_main(task, command, rest)
+
+
+if __name__ == "__main__":
+    main()
