@@ -54,7 +54,9 @@ def _check_group_choices(overrides: list[str]) -> None:
             path = os.path.join(_config_dir(), "model", f"{value}.yaml")
             if not os.path.exists(path):
                 known = sorted(p[:-5] for p in os.listdir(os.path.join(_config_dir(), "model")))
-                raise InputError(f"unknown model '{value}'", "model=", f"use one of: {', '.join(known)}")
+                raise InputError(
+                    f"unknown model '{value}'", "model=", f"use one of: {', '.join(known)}"
+                )
 
 
 def compose(command: str, overrides: list[str]) -> Any:

@@ -209,7 +209,9 @@ def transfer_scores_for(
     return res
 
 
-def scib_block(out: Outputs, dm: PairedDataModule, kbet: bool = False, seed: int = 0) -> dict | None:
+def scib_block(
+    out: Outputs, dm: PairedDataModule, kbet: bool = False, seed: int = 0
+) -> dict | None:
     """scIB scores of the joint latent and the modality-mixing score of the per-modality latents."""
     from mmint.metrics.scib import modality_mixing, scib_scores
 
@@ -219,7 +221,11 @@ def scib_block(out: Outputs, dm: PairedDataModule, kbet: bool = False, seed: int
         return None
     batches = dm.batch_codes[out.cells][lab]
     res = scib_scores(
-        out.joint[lab], labels[lab], batches if len(np.unique(batches)) > 1 else None, kbet=kbet, seed=seed
+        out.joint[lab],
+        labels[lab],
+        batches if len(np.unique(batches)) > 1 else None,
+        kbet=kbet,
+        seed=seed,
     )
     complete = lab.copy()
     for m in out.latents:

@@ -89,7 +89,12 @@ def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModul
 
 
 def _train(
-    model: Integrator, dm: PairedDataModule, cfg: dict, run_dir: Path, max_epochs: int, loggers: list
+    model: Integrator,
+    dm: PairedDataModule,
+    cfg: dict,
+    run_dir: Path,
+    max_epochs: int,
+    loggers: list,
 ) -> tuple[Integrator, dict[str, Any]]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -106,7 +111,9 @@ def _train(
         save_last=True,
         enable_version_counter=False,
     )
-    metrics = IntegrationMetrics(ev.get("every_n_epochs", 5), ev.get("max_curve_cells", 2000), cfg["seed"])
+    metrics = IntegrationMetrics(
+        ev.get("every_n_epochs", 5), ev.get("max_curve_cells", 2000), cfg["seed"]
+    )
     curves = LatentDistanceCurve(metrics, run_dir)
     timing = Timing()
     progress = trainer_cfg.get("enable_progress_bar")
@@ -129,7 +136,11 @@ def _train(
     )
     trainer.fit(model, datamodule=dm)
     best_path = checkpoint.best_model_path
-    best = model_class(model.name).load_from_checkpoint(best_path, map_location="cpu") if best_path else model
+    best = (
+        model_class(model.name).load_from_checkpoint(best_path, map_location="cpu")
+        if best_path
+        else model
+    )
     extra = {"best_epoch": _best_epoch(best_path), "curve_correlations": curves.correlations}
     return best, {**timing.summary(), **extra}
 
@@ -174,8 +185,12 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         name=f"{name}/{cfg['data']['name']}/{cfg.get('variant', 'default')}/seed{seed}",
         project=logger_cfg.get("project", "mmint"),
         group=logger_cfg.get("group"),
-        tags=[f"model:{name}", f"data:{cfg['data']['name']}", f"seed:{seed}",
-              f"variant:{cfg.get('variant', 'default')}"],
+        tags=[
+            f"model:{name}",
+            f"data:{cfg['data']['name']}",
+            f"seed:{seed}",
+            f"variant:{cfg.get('variant', 'default')}",
+        ],
         config=cfg,
     )
     try:
@@ -190,8 +205,13 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
         scores = evaluate(
-            best, dm, "test", scib=ev.get("scib", True), kbet=ev.get("kbet", False),
-            leiden=ev.get("leiden", True), seed=seed,
+            best,
+            dm,
+            "test",
+            scib=ev.get("scib", True),
+            kbet=ev.get("kbet", False),
+            leiden=ev.get("leiden", True),
+            seed=seed,
         )
         metrics = {
             "model": name,
@@ -201,8 +221,10 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             "config_hash": config_hash(cfg),
             "protocol": f"mmint split '{dm.split_config.get('kind', 'random')}', checkpoint "
             "selected on val loss, scores on test cells",
-            "split": {"kind": dm.split_config.get("kind", "random"),
-                      **{f"n_{k}": int(len(v)) for k, v in dm.split.items()}},
+            "split": {
+                "kind": dm.split_config.get("kind", "random"),
+                **{f"n_{k}": int(len(v)) for k, v in dm.split.items()},
+            },
             "versions": versions(),
             **scores,
             "fit_seconds": fit_seconds,
@@ -212,7 +234,9 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         _write_outputs(best, dm, run_dir)
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
-            lg.log_metrics({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)})
+            lg.log_metrics(
+                {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}
+            )
         return metrics
     finally:
         finish_wandb(loggers)

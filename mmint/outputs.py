@@ -48,7 +48,9 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
 
 
 @torch.no_grad()
-def predict(model: Integrator, dm: PairedDataModule, src: str, dst: str, cells: np.ndarray) -> ad.AnnData:
+def predict(
+    model: Integrator, dm: PairedDataModule, src: str, dst: str, cells: np.ndarray
+) -> ad.AnnData:
     """Prediction of ``dst`` from ``src`` for the ``cells`` that have both, as an AnnData
     (``X`` in dst's model-input space, ``layers['observed']`` the observed input)."""
     if hasattr(model, "eval"):

@@ -32,13 +32,17 @@ class IntegrationMetrics(L.Callback):
     def _cells(self, trainer: L.Trainer) -> np.ndarray:
         val = trainer.datamodule.cells("val")
         if len(val) > self.max_cells:
-            val = np.sort(np.random.default_rng(self.seed).choice(val, self.max_cells, replace=False))
+            val = np.sort(
+                np.random.default_rng(self.seed).choice(val, self.max_cells, replace=False)
+            )
         return val
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = epoch + 1 >= (trainer.max_epochs or 0)
-        if trainer.sanity_checking or not ((epoch + 1) % self.every_n_epochs == 0 or epoch == 0 or last):
+        if trainer.sanity_checking or not (
+            (epoch + 1) % self.every_n_epochs == 0 or epoch == 0 or last
+        ):
             return
         scores = quick_scores(pl_module, trainer.datamodule, self._cells(trainer), seed=self.seed)
         row = {"epoch": epoch, **scores}

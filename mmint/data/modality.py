@@ -41,7 +41,9 @@ def check_transform(modality: str, kind: str, name: str | None) -> str:
     name = name or DEFAULT_TRANSFORM[kind]
     if name not in TRANSFORMS:
         raise InputError(
-            f"unknown transform '{name}'", f"data.transforms.{modality}", f"use one of {list(TRANSFORMS)}"
+            f"unknown transform '{name}'",
+            f"data.transforms.{modality}",
+            f"use one of {list(TRANSFORMS)}",
         )
     if kind not in TRANSFORMS[name]:
         raise InputError(
@@ -72,7 +74,9 @@ class FittedTransform:
 
     def select(self, x: Matrix) -> Matrix:
         """Keep the selected features of a raw matrix."""
-        if len(self.features) == x.shape[1] and np.array_equal(self.features, np.arange(x.shape[1])):
+        if len(self.features) == x.shape[1] and np.array_equal(
+            self.features, np.arange(x.shape[1])
+        ):
             return x
         return x[:, self.features]
 

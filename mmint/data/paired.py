@@ -129,7 +129,9 @@ class PairedData:
             a = mdata.mod[m]
             extra = mdata.obs.loc[a.obs_names, [c for c in mdata.obs.columns if "\x00" not in c]]
             prefix = f"{m}:"
-            extra = extra.rename(columns={c: c[len(prefix) :] for c in extra.columns if c.startswith(prefix)})
+            extra = extra.rename(
+                columns={c: c[len(prefix) :] for c in extra.columns if c.startswith(prefix)}
+            )
             extra = extra.loc[:, ~extra.columns.duplicated()]
             a = a.copy()
             for col in extra.columns:
@@ -248,7 +250,11 @@ class PairedData:
 
     def _check_columns(self, wheres: Mapping[str, str]) -> None:
         files = ", ".join(wheres.values())
-        for role, key in (("label", self.label_key), ("batch", self.batch_key), ("class", self.class_key)):
+        for role, key in (
+            ("label", self.label_key),
+            ("batch", self.batch_key),
+            ("class", self.class_key),
+        ):
             if key is not None and key not in self.obs.columns:
                 raise InputError(
                     f"{role} column '{key}' is missing",
@@ -271,12 +277,16 @@ def _check_kinds(modalities: list[str], kinds: Mapping[str, str]) -> None:
     extra = [m for m in kinds if m not in modalities]
     if extra:
         raise InputError(
-            f"kinds given for modalities without data {extra}", "data.kinds", "remove them or add their files"
+            f"kinds given for modalities without data {extra}",
+            "data.kinds",
+            "remove them or add their files",
         )
     for m in modalities:
         if kinds[m] not in KINDS:
             raise InputError(
-                f"unknown modality kind '{kinds[m]}'", f"data.kinds.{m}", f"use one of {list(KINDS)}"
+                f"unknown modality kind '{kinds[m]}'",
+                f"data.kinds.{m}",
+                f"use one of {list(KINDS)}",
             )
 
 
@@ -285,7 +295,9 @@ def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, s
         return source, source.uns.get("mmint_where", f"AnnData of modality '{modality}'")
     path = Path(source).expanduser()
     if not path.exists():
-        raise InputError("file not found", str(path), f"check the path given for modality '{modality}'")
+        raise InputError(
+            "file not found", str(path), f"check the path given for modality '{modality}'"
+        )
     try:
         return ad.read_h5ad(path), str(path)
     except Exception as err:  # h5py/anndata raise many types for a broken file

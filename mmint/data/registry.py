@@ -102,11 +102,15 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
                     "data.paths",
                     "give {modality: file.h5ad} for one AnnData per modality",
                 )
-            return PairedData.from_mudata(_resolve(paths), kinds, join=cfg.get("join") or "outer", **common)
+            return PairedData.from_mudata(
+                _resolve(paths), kinds, join=cfg.get("join") or "outer", **common
+            )
         return PairedData.from_anndatas(
             {m: _resolve(p) for m, p in paths.items()}, kinds, join=join, **common
         )
-    raise InputError(f"unknown data source '{source}'", "data.source", "use simulator, shared or custom")
+    raise InputError(
+        f"unknown data source '{source}'", "data.source", "use simulator, shared or custom"
+    )
 
 
 def _shared_folder(name: str) -> Path:

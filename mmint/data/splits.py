@@ -69,13 +69,17 @@ def make_split(
     if kind == "random":
         if len(fractions) != 3 or min(fractions) <= 0:
             raise InputError(
-                f"bad split fractions {list(fractions)}", "split.fractions", "give three positive numbers"
+                f"bad split fractions {list(fractions)}",
+                "split.fractions",
+                "give three positive numbers",
             )
         parts = _stratified_assign(cells, strata(labels, 3), fractions, rng)
     elif kind == "kfold":
         if not 0 <= fold < k or k < 3:
             raise InputError(
-                f"fold {fold} of k={k} is not valid", "split.fold / split.k", "use k >= 3 and 0 <= fold < k"
+                f"fold {fold} of k={k} is not valid",
+                "split.fold / split.k",
+                "use k >= 3 and 0 <= fold < k",
             )
         folds = _stratified_assign(cells, strata(labels, k), [1.0] * k, rng)
         test, val = folds[fold], folds[(fold + 1) % k]
@@ -95,7 +99,9 @@ def make_split(
         train, val = _stratified_assign(rest, strata(labels[rest], 2), list(fractions[:2]), rng)
         parts = [train, val, cells[target]]
     else:
-        raise InputError(f"unknown split kind '{kind}'", "split.kind", f"use one of {list(SPLIT_KINDS)}")
+        raise InputError(
+            f"unknown split kind '{kind}'", "split.kind", f"use one of {list(SPLIT_KINDS)}"
+        )
     split = dict(zip(SETS, parts, strict=True))
     for name, idx in split.items():
         if len(idx) == 0:

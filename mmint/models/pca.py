@@ -80,7 +80,9 @@ class PCABaseline(Integrator):
 
     def latents(self, batch: Batch) -> dict[str, Tensor]:
         """Per-modality PCs (zeros for cells without the modality)."""
-        return {m: torch.from_numpy(self._pcs(batch, m).astype(np.float32)) for m in self.modalities}
+        return {
+            m: torch.from_numpy(self._pcs(batch, m).astype(np.float32)) for m in self.modalities
+        }
 
     def joint_latent(self, batch: Batch) -> Tensor:
         """Concatenated per-modality PCs, each modality scaled to unit total variance."""
