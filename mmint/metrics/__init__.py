@@ -1,0 +1,60 @@
+"""Pure metric functions: arrays in, a float (or a small dict) out.
+
+- :mod:`~mmint.metrics.clustering`: ARI, NMI, Hungarian accuracy, KMeans, best-NMI Leiden,
+  class-level ARI;
+- :mod:`~mmint.metrics.prediction`: R2 (uniform / variance-weighted, degenerate features
+  excluded), per-cell Pearson and AUROC, chunked for large sparse matrices;
+- :mod:`~mmint.metrics.alignment`: FOSCTTM and latent distance of paired latents;
+- :mod:`~mmint.metrics.scib`: scib-metrics wrapper (bio conservation, batch correction,
+  modality mixing);
+- :mod:`~mmint.metrics.transfer`: label-transfer accuracy and macro F1.
+
+scanpy and scib-metrics are imported only when a function that needs them is called.
+"""
+
+from mmint.metrics.alignment import foscttm, latent_distance
+from mmint.metrics.clustering import (
+    DEFAULT_RESOLUTIONS,
+    ari,
+    class_level_ari,
+    hungarian_accuracy,
+    kmeans_labels,
+    leiden_best,
+    nmi,
+)
+from mmint.metrics.prediction import (
+    VARIANCE_EPS,
+    PredictionAccumulator,
+    accumulate,
+    auroc,
+    degenerate_features,
+    iter_row_chunks,
+    pearson_per_cell,
+    r2,
+)
+from mmint.metrics.scib import exact_neighbors, modality_mixing, scib_scores
+from mmint.metrics.transfer import transfer_scores
+
+__all__ = [
+    "DEFAULT_RESOLUTIONS",
+    "VARIANCE_EPS",
+    "PredictionAccumulator",
+    "accumulate",
+    "ari",
+    "auroc",
+    "class_level_ari",
+    "degenerate_features",
+    "exact_neighbors",
+    "foscttm",
+    "hungarian_accuracy",
+    "iter_row_chunks",
+    "kmeans_labels",
+    "latent_distance",
+    "leiden_best",
+    "modality_mixing",
+    "nmi",
+    "pearson_per_cell",
+    "r2",
+    "scib_scores",
+    "transfer_scores",
+]
