@@ -106,7 +106,9 @@ def prediction_scores(out: Outputs) -> dict[str, Any]:
             res["pearson"].setdefault(s, {})[d] = acc.pearson()
             if acc.compute_auroc:
                 res["auroc"].setdefault(s, {})[d] = acc.auroc()
-            excluded[d] = acc.n_degenerate()
+            # counted on dst's own cells (its reconstruction) when available
+            if d not in excluded or s == d:
+                excluded[d] = acc.n_degenerate()
     res["r2_excluded_features"] = excluded
     if not res["auroc"]:
         res["auroc"] = None

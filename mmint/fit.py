@@ -88,7 +88,7 @@ def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModul
     return dm
 
 
-def _train(
+def train_model(
     model: Integrator,
     dm: PairedDataModule,
     cfg: dict,
@@ -96,6 +96,11 @@ def _train(
     max_epochs: int,
     loggers: list,
 ) -> tuple[Integrator, dict[str, Any]]:
+    """Fit a trainable model with checkpoint selection on ``val/loss`` and curves.
+
+    Returns the best checkpoint's model and the cost keys (``epochs``, ``seconds_per_epoch``,
+    ``cells_per_second``) plus ``best_epoch`` and the curve correlations.
+    """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     dm.passes_per_epoch = int(getattr(model, "train_passes_per_epoch", 1))
@@ -195,7 +200,7 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     )
     try:
         if model.trains_in_epochs:
-            best, cost = _train(model, dm, cfg, run_dir, int(max_epochs or 50), loggers)
+            best, cost = train_model(model, dm, cfg, run_dir, int(max_epochs or 50), loggers)
         else:
             model.fit_data(dm)
             model.save(run_dir / "checkpoints" / "best.ckpt", dm)

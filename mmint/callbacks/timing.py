@@ -22,15 +22,27 @@ class Timing(L.Callback):
         self.epoch_seconds: list[float] = []
         self.cells = 0
         self._start = 0.0
+        self._stopped = True
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._stopped = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
         self.cells += int(batch["index"].shape[0])
 
+    def _stop(self) -> None:
+        if not self._stopped:
+            self.epoch_seconds.append(time.perf_counter() - self._start)
+            self._stopped = True
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning runs validation inside the training epoch: stop the clock before it
+        if not trainer.sanity_checking:
+            self._stop()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self._start)
+        self._stop()
         pl_module.log("time/epoch_seconds", self.epoch_seconds[-1], on_epoch=True)
 
     def summary(self) -> dict[str, float | int | None]:

@@ -26,6 +26,13 @@ def _rows(x: np.ndarray | sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
     return out.toarray() if sp.issparse(out) else np.asarray(out)
 
 
+def _tensors(state: Any) -> Any:
+    """numpy arrays -> tensors, recursively (for checkpoints)."""
+    if isinstance(state, dict):
+        return {k: _tensors(v) for k, v in state.items()}
+    return torch.from_numpy(np.ascontiguousarray(state)) if isinstance(state, np.ndarray) else state
+
+
 class _BatchDataset(Dataset):
     """Indexing with an array of cell indices returns a whole dict batch."""
 
@@ -76,7 +83,9 @@ class PairedDataModule(L.LightningDataModule):
         Checked, aligned modalities (:class:`mmint.data.PairedData`).
     split
         ``{"kind": "random"|"kfold"|"holdout_batch", "fractions": [...], "k", "fold",
-        "holdout": [...]}`` (see :func:`mmint.data.splits.make_split`).
+        "holdout": [...]}`` (see :func:`mmint.data.splits.make_split`), or
+        ``{"kind": "given", "train": idx, "val": idx, "test": idx}`` for an external
+        protocol's own cell sets (used to reproduce published protocols as they were).
     seed
         Seed of the split and of batch shuffling.
     batch_size
@@ -128,17 +137,21 @@ class PairedDataModule(L.LightningDataModule):
         labels, self.label_names = self.data.labels()
         self.batch_codes, self.batch_names = self.data.batches()
         cfg = self.split_config
-        self.split = make_split(
-            labels,
-            self.batch_codes,
-            self.batch_names,
-            kind=cfg.get("kind", "random"),
-            seed=self.seed,
-            fractions=cfg.get("fractions", (0.8, 0.1, 0.1)),
-            k=cfg.get("k", 10),
-            fold=cfg.get("fold", 0),
-            holdout=cfg.get("holdout", ()) or (),
-        )
+        if cfg.get("kind") == "given":
+            # an external protocol's own sets (e.g. a reproduced paper protocol); may overlap
+            self.split = {s: np.asarray(cfg[s], dtype=np.int64) for s in ("train", "val", "test")}
+        else:
+            self.split = make_split(
+                labels,
+                self.batch_codes,
+                self.batch_names,
+                kind=cfg.get("kind", "random"),
+                seed=self.seed,
+                fractions=cfg.get("fractions", (0.8, 0.1, 0.1)),
+                k=cfg.get("k", 10),
+                fold=cfg.get("fold", 0),
+                holdout=cfg.get("holdout", ()) or (),
+            )
         self.true_labels = labels
         self.batch_labels = labels.copy()
         if cfg.get("kind") == "holdout_batch":
@@ -266,9 +279,10 @@ class PairedDataModule(L.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         """Fitted transforms and split (Lightning stores this in every checkpoint)."""
+        # tensors and plain types only, so checkpoints load with torch's weights_only=True
         return {
-            "transforms": {m: t.state() for m, t in self.transforms.items()},
-            "split": {s: idx for s, idx in self.split.items()},
+            "transforms": {m: _tensors(t.state()) for m, t in self.transforms.items()},
+            "split": {s: torch.from_numpy(np.asarray(idx)) for s, idx in self.split.items()},
             "seed": self.seed,
         }
 

@@ -106,7 +106,8 @@ class FittedTransform:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FittedTransform:
         """Rebuild from :meth:`state`."""
-        return cls(state["name"], np.asarray(state["features"]), dict(state["params"]))
+        params = {k: np.asarray(v) for k, v in state["params"].items()}
+        return cls(state["name"], np.asarray(state["features"]), params)
 
 
 def fit_transform(

@@ -82,6 +82,15 @@ def _as_embedding(z: np.ndarray) -> np.ndarray:
     return z
 
 
+def _bras(z: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> float | None:
+    """BRAS, or ``None`` when no label spans two batches (scib-metrics then has nothing to
+    average and raises)."""
+    import scib_metrics
+
+    spans = any(len(np.unique(batches[labels == lab])) > 1 for lab in np.unique(labels))
+    return _float_or_none(scib_metrics.bras(z, labels, batches)) if spans else None
+
+
 def _batch_metrics(
     z: np.ndarray,
     labels: np.ndarray,
@@ -95,7 +104,7 @@ def _batch_metrics(
 
     k = neighbors.n_neighbors
     out: dict[str, float | None] = {
-        "bras": _float_or_none(scib_metrics.bras(z, labels, batches)),
+        "bras": _bras(z, labels, batches),
         "ilisi_knn": _float_or_none(scib_metrics.ilisi_knn(neighbors, batches)),
     }
     if kbet:

@@ -1,0 +1,263 @@
+"""MultiVI-style integrator: the LightningModule that owns optimisation and the interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmint import keys
+from mmint.data.spec import DataSpec
+from mmint.models.base import Batch, IntegratorModule
+from mmint.models.multivi.module import (
+    BatchAdversary,
+    GeneLikelihood,
+    Library,
+    LossOutput,
+    ModalityPenalty,
+    ModalityWeights,
+    MultiVAE,
+    default_sizes,
+)
+
+
+def kl_warmup(epoch: int, n_epochs: int) -> float:
+    """Linear KL warm-up: ``min(1, epoch / n_epochs)`` (1 when ``n_epochs`` is 0)."""
+    return 1.0 if n_epochs <= 0 else min(1.0, epoch / n_epochs)
+
+
+class MultiVI(IntegratorModule):
+    """A MultiVI-style VAE for any number of modalities (see ``docs/multivi.md``).
+
+    Parameters
+    ----------
+    spec
+        The data the model is built for.
+    n_hidden
+        Hidden width; ``None`` gives scvi-tools' rule ``min(128, int(sqrt(n_peaks)))`` (genes
+        when there is no binary modality).
+    n_latent
+        Latent dimension; ``None`` gives ``int(sqrt(n_hidden))``.
+    n_layers_encoder, n_layers_decoder
+        Hidden layers of encoders and decoders.
+    dropout_rate
+        Encoder dropout.
+    gene_likelihood
+        ``"nb"`` or ``"zinb"`` for gene counts.
+    library
+        ``"observed"`` (log total counts) or ``"learned"`` (scvi-tools' library encoder).
+    protein_mixture
+        Background/foreground NB mixture for protein (``clr``) counts.
+    modality_weights
+        ``"equal"``, ``"universal"`` or ``"cell"`` mixing of the per-modality posteriors.
+    modality_penalty
+        ``"jeffreys"`` (symmetric KL), ``"mmd"`` (Gaussian-kernel MMD) or ``"none"``.
+    penalty_weight
+        Multiplier of the penalty (1 in scvi-tools).
+    n_epochs_kl_warmup
+        Epochs of the linear KL warm-up from 0 to 1 (0: no warm-up).
+    lr, weight_decay, eps
+        AdamW settings of the VAE.
+    adversarial_mixing
+        Train a batch classifier on the latent and make the VAE fool it (only with more than
+        one batch).
+    adversary_kappa
+        Weight of the fool loss and of the classifier loss.
+    adversary_lr, adversary_eps
+        Adam settings of the classifier.
+    gradient_clip_val
+        Norm clipping of the VAE gradients (``None``: off, as in scvi-tools).
+    n_cells
+        Size of the per-cell weight table of ``modality_weights="cell"``; ``None`` takes it from
+        the data module when fitting (``batch["index"]`` indexes all cells of the dataset).
+    """
+
+    name = "multivi"
+
+    def __init__(
+        self,
+        spec: DataSpec | dict,
+        n_hidden: int | None = None,
+        n_latent: int | None = None,
+        n_layers_encoder: int = 2,
+        n_layers_decoder: int = 2,
+        dropout_rate: float = 0.1,
+        gene_likelihood: GeneLikelihood = "nb",
+        library: Library = "observed",
+        protein_mixture: bool = False,
+        modality_weights: ModalityWeights = "equal",
+        modality_penalty: ModalityPenalty = "jeffreys",
+        penalty_weight: float = 1.0,
+        n_epochs_kl_warmup: int = 50,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-3,
+        eps: float = 1e-8,
+        adversarial_mixing: bool = True,
+        adversary_kappa: float = 1.0,
+        adversary_lr: float = 1e-3,
+        adversary_eps: float = 0.01,
+        gradient_clip_val: float | None = None,
+        n_cells: int | None = None,
+    ) -> None:
+        super().__init__(spec)
+        s = self.spec
+        hidden, latent = default_sizes(s.kinds, s.n_features, s.transforms, n_hidden, n_latent)
+        self.save_hyperparameters(
+            {
+                "spec": s.to_dict(),
+                "n_hidden": n_hidden,
+                "n_latent": n_latent,
+                "n_layers_encoder": n_layers_encoder,
+                "n_layers_decoder": n_layers_decoder,
+                "dropout_rate": dropout_rate,
+                "gene_likelihood": gene_likelihood,
+                "library": library,
+                "protein_mixture": protein_mixture,
+                "modality_weights": modality_weights,
+                "modality_penalty": modality_penalty,
+                "penalty_weight": penalty_weight,
+                "n_epochs_kl_warmup": n_epochs_kl_warmup,
+                "lr": lr,
+                "weight_decay": weight_decay,
+                "eps": eps,
+                "adversarial_mixing": adversarial_mixing,
+                "adversary_kappa": adversary_kappa,
+                "adversary_lr": adversary_lr,
+                "adversary_eps": adversary_eps,
+                "gradient_clip_val": gradient_clip_val,
+                "n_cells": n_cells,
+            }
+        )
+        self.module = MultiVAE(
+            s.modalities,
+            s.kinds,
+            s.n_features,
+            s.transforms,
+            s.n_batches,
+            n_hidden=hidden,
+            n_latent=latent,
+            n_layers_encoder=n_layers_encoder,
+            n_layers_decoder=n_layers_decoder,
+            dropout_rate=dropout_rate,
+            gene_likelihood=gene_likelihood,
+            library=library,
+            protein_mixture=protein_mixture,
+            modality_weights=modality_weights,
+            modality_penalty=modality_penalty,
+            penalty_weight=penalty_weight,
+            n_cells=n_cells or 0,
+        )
+        # the adversary lives outside the VAE so that the VAE optimizer never touches it
+        self.adversary = (
+            BatchAdversary(latent, s.n_batches) if adversarial_mixing and s.n_batches > 1 else None
+        )
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        """Size the per-cell weight table from the data module (``modality_weights="cell"``)."""
+        if self.hparams["modality_weights"] != "cell" or self.hparams["n_cells"]:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data = getattr(dm, "data", None)
+        if data is None:
+            raise ValueError("modality_weights='cell' needs n_cells (or a PairedDataModule)")
+        n = int(data.n_cells)
+        self.module.weight_logits = nn.Parameter(torch.zeros(n, len(self.modalities)))
+        # recorded so that load_from_checkpoint rebuilds the table at this size
+        self.hparams["n_cells"] = n
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """AdamW for the VAE; Adam for the batch classifier when it is on."""
+        h = self.hparams
+        opts: list[torch.optim.Optimizer] = [
+            torch.optim.AdamW(
+                self.module.parameters(), lr=h["lr"], weight_decay=h["weight_decay"], eps=h["eps"]
+            )
+        ]
+        if self.adversary is not None:
+            opts.append(
+                torch.optim.Adam(
+                    self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"]
+                )
+            )
+        return opts
+
+    # ------------------------------------------------------------------ training
+    def kl_weight(self) -> float:
+        """KL weight of the current epoch (:func:`kl_warmup`)."""
+        return kl_warmup(self.current_epoch, self.hparams["n_epochs_kl_warmup"])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """One VAE step (ELBO + fool loss), then one classifier step on the detached latent."""
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
+        kl_weight = self.kl_weight()
+        out = self.module.loss(batch, kl_weight)
+        loss = out.loss
+        kappa = self.hparams["adversary_kappa"]
+        if self.adversary is not None:
+            fool = self.adversary.loss(out.z, batch[keys.BATCH], fool=True)
+            loss = loss + kappa * fool
+            self.log("train/fool", fool, on_step=False, on_epoch=True, batch_size=n)
+        opts[0].zero_grad()
+        self.manual_backward(loss)
+        self._clip(opts[0])
+        opts[0].step()
+        if self.adversary is not None:
+            adv = kappa * self.adversary.loss(out.z.detach(), batch[keys.BATCH], fool=False)
+            opts[1].zero_grad()
+            self.manual_backward(adv)
+            opts[1].step()
+            self.log("train/adversary", adv, on_step=False, on_epoch=True, batch_size=n)
+        self._log_parts("train", out, n)
+        self.log("train/kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=n)
+        return loss.detach()
+
+    def _clip(self, opt: Any) -> None:
+        if self.hparams["gradient_clip_val"]:
+            self.clip_gradients(
+                opt,
+                gradient_clip_val=self.hparams["gradient_clip_val"],
+                gradient_clip_algorithm="norm",
+            )
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation ELBO (KL weight 1) plus penalty as ``val/loss``."""
+        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
+        out = self.module.loss(batch, kl_weight=1.0)
+        self._log_parts("val", out, n)
+
+    def _log_parts(self, stage: str, out: LossOutput, n: int) -> None:
+        kw = {"on_step": False, "on_epoch": True, "batch_size": n}
+        self.log(f"{stage}/loss", out.loss.detach(), prog_bar=stage == "val", **kw)
+        self.log(f"{stage}/reconstruction", out.reconstruction.detach().mean(), **kw)
+        self.log(f"{stage}/kl", out.kl.detach().mean(), **kw)
+        self.log(f"{stage}/penalty", out.penalty.detach(), **kw)
+        for m, v in out.reconstruction_by_modality.items():
+            self.log(f"{stage}/reconstruction_{m}", v.detach().mean(), **kw)
+
+    # ------------------------------------------------------------------ interface
+    def latents(self, batch: Batch) -> dict[str, Tensor]:
+        """Posterior mean of each modality's encoder (computed for every cell)."""
+        means, _ = self.module.encode(batch)
+        return means
+
+    def joint_latent(self, batch: Batch) -> Tensor:
+        """Mean of the mixed posterior over the modalities each cell has."""
+        means, variances = self.module.encode(batch)
+        return self.module.joint(batch, means, variances)[0]
+
+    def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
+        """Decode ``dst`` from ``src``'s posterior mean alone, in ``dst``'s model-input space.
+
+        Gene counts: ``log1p(1e4 * decoded proportions)``; protein (``clr``): CLR of the
+        expected counts; binary: probabilities; continuous: the Gaussian mean.
+        """
+        z = self.module.encoders[src](batch[src])[0]
+        return self.module.predict(z, batch, dst)
+
+    def predict_from_joint(self, batch: Batch, dst: str) -> Tensor:
+        """Decode ``dst`` from the joint latent (all modalities the cell has)."""
+        return self.module.predict(self.joint_latent(batch), batch, dst)
