@@ -50,6 +50,10 @@ def _check_group_choices(overrides: list[str]) -> None:
         key, _, value = item.partition("=")
         if key in ("data", "+data") and value and "," not in value:
             dataset_config(value)  # raises InputError for an unknown name
+        if key in ("suite", "+suite") and value:
+            from mmint.benchmark.grid import check_suite_name
+
+            check_suite_name(value)
         if key == "model" and value and "," not in value:
             path = os.path.join(_config_dir(), "model", f"{value}.yaml")
             if not os.path.exists(path):
@@ -133,6 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     try:
         _check_group_choices(rest)
+        if command == "benchmark" and not any(a.split("=")[0] in ("suite", "+suite") for a in rest):
+            suites = sorted(p[:-5] for p in os.listdir(os.path.join(_config_dir(), "suite")))
+            raise InputError(
+                "no suite given",
+                "mmint benchmark",
+                f"pass suite=<name>, one of: {', '.join(suites)}",
+            )
         if command == "validate":
             print(validate(compose(command, rest)))
             return

@@ -13,11 +13,11 @@ class InputError(ValueError):
     what
         What is wrong, e.g. ``"3 cells have NaN values"``.
     where
-        Which file, modality, column or cells.
+        Which file, modality, column or cells (empty when the message names it already).
     fix
         What the user should do about it.
     """
 
     def __init__(self, what: str, where: str, fix: str) -> None:
         self.what, self.where, self.fix = what, where, fix
-        super().__init__(f"{what} ({where}) - {fix}")
+        super().__init__(f"{what} ({where}) - {fix}" if where else f"{what} - {fix}")

@@ -57,7 +57,7 @@ class _ShuffledBatches(Sampler[list[int]]):
         perm = rng.permutation(self.cells)
         chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
-            chunks.pop()
+            chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
         return chunks
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -70,7 +70,7 @@ class _ShuffledBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         per_pass = -(-len(self.cells) // self.batch_size)
         if per_pass > 1 and len(self.cells) % self.batch_size == 1:
-            per_pass -= 1
+            per_pass -= 1  # the lone last cell joins the previous batch
         return per_pass * self.passes
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+import warnings
 from typing import Any
 
 import anndata as ad
@@ -123,7 +124,11 @@ class PairedData:
             if not path.exists():
                 raise InputError("file not found", str(path), "check data.paths")
             where = str(path)
-            mdata = md.read_h5mu(path)
+            md.set_options(pull_on_update=False)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                warnings.filterwarnings("ignore", message=".*names are not unique.*")
+                mdata = md.read_h5mu(path)
         adatas = {}
         for m in mdata.mod:
             a = mdata.mod[m]
@@ -137,7 +142,7 @@ class PairedData:
             for col in extra.columns:
                 if col not in a.obs.columns:
                     a.obs[col] = extra[col].to_numpy()
-            a.uns["mmint_where"] = f"{where}, modality '{m}'"
+            a.uns["mmint_where"] = where
             adatas[m] = a
         kwargs.setdefault("join", "outer")
         return cls.from_anndatas(adatas, kinds, **kwargs)
@@ -299,7 +304,10 @@ def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, s
             "file not found", str(path), f"check the path given for modality '{modality}'"
         )
     try:
-        return ad.read_h5ad(path), str(path)
+        with warnings.catch_warnings():
+            # mmint reports duplicate names itself, as one clear error
+            warnings.filterwarnings("ignore", message=".*names are not unique.*")
+            return ad.read_h5ad(path), str(path)
     except Exception as err:  # h5py/anndata raise many types for a broken file
         raise InputError(
             f"cannot read an AnnData ({type(err).__name__})", str(path), "give a valid .h5ad file"

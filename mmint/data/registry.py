@@ -36,7 +36,7 @@ def dataset_config(name: str) -> dict[str, Any]:
     if not path.exists():
         known = [n for n in dataset_names() if n != "custom"]
         raise InputError(
-            f"unknown dataset '{name}'", "data=", f"use one of: {', '.join(known)}, or data=custom"
+            f"unknown dataset '{name}'", "", f"use one of: {', '.join(known)}, or data=custom"
         )
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
 
@@ -102,9 +102,9 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
                     "data.paths",
                     "give {modality: file.h5ad} for one AnnData per modality",
                 )
-            return PairedData.from_mudata(
-                _resolve(paths), kinds, join=cfg.get("join") or "outer", **common
-            )
+            # in a MuData a cell absent from a modality's obs simply lacks it (contracts)
+            join = "outer" if join == "strict" else join
+            return PairedData.from_mudata(_resolve(paths), kinds, join=join, **common)
         return PairedData.from_anndatas(
             {m: _resolve(p) for m, p in paths.items()}, kinds, join=join, **common
         )

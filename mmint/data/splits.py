@@ -26,7 +26,7 @@ def _stratified_assign(
     """Assign ``cells`` to len(fractions) sets, stratified by ``labels``.
 
     Cells are ordered by stratum (random order inside) and walked with a low-discrepancy
-    sequence, so every stratum and the whole get their fraction to within one cell each.
+    sequence, so every stratum and the whole get their fraction to within a cell or two.
     """
     frac = np.asarray(fractions, dtype=float)
     cum = np.cumsum(frac / frac.sum())

@@ -1,0 +1,101 @@
+"""``mmint benchmark suite=<name> [overrides]``: run a suite, write ``results.csv``,
+``report.md`` and ``plots/`` in the suite folder (Hydra's run dir, by default
+``runs/benchmark/<suite>``), print the summary table.
+
+Overrides other than ``suite.*`` and ``hydra.*`` reach every run (``logger=csv``,
+``trainer=cpu``, ``eval.scib=false``, ...); ``model=``, ``data=``, ``seed=`` and ``variant=``
+are the grid's and are ignored (use ``suite.models=[...]`` etc.).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from mmint.benchmark.grid import Suite, passthrough
+from mmint.benchmark.plots import make_plots
+from mmint.benchmark.report import ReportOptions, build_report, summary_table
+from mmint.benchmark.runner import SuiteRun, run_suite
+from mmint.io import atomic_write
+
+
+def run_benchmark(
+    suite: Suite,
+    suite_dir: str | Path,
+    base_overrides: Iterable[str] = (),
+    logger_kind: str = "csv",
+    project: str = "mmint",
+    echo: Callable[[str], None] = print,
+) -> SuiteRun:
+    """Run ``suite`` into ``suite_dir`` and write its results, plots, report and (with
+    ``logger_kind='wandb'``) the ``suite-summary`` W&B run."""
+    suite_dir = Path(suite_dir)
+    done = run_suite(suite, suite_dir, base_overrides, echo=echo)
+    table = done.table
+    plots = make_plots(table, suite_dir, umap=suite.umap, echo=echo)
+    opts = ReportOptions(
+        name=suite.name,
+        reference=suite.reference or "default",
+        floor=suite.floor,
+        single_task_variants=suite.single_task_variants,
+        notes=done.notes,
+        description=suite.description,
+    )
+    text = build_report(table, opts)
+    if plots:
+        text += (
+            "\n## Plots\n\n"
+            + "\n".join(f"![{p.stem}]({p.relative_to(suite_dir).as_posix()})" for p in plots)
+            + "\n"
+        )
+    atomic_write(suite_dir / "report.md", text)
+    if logger_kind == "wandb":
+        from mmint.benchmark.wandb_sync import log_suite_summary
+
+        try:
+            log_suite_summary(
+                table,
+                suite_dir,
+                suite.name,
+                plots,
+                project=project,
+                summary={f"runs_{k}": v for k, v in done.counts.items()},
+            )
+        except Exception as err:  # noqa: BLE001 - the report is written; W&B is extra
+            echo(f"note: the W&B suite-summary run failed: {type(err).__name__}: {err}")
+    return done
+
+
+def main(cfg: Any) -> None:
+    """The ``benchmark`` command (called by :mod:`mmint.cli` under ``hydra.main``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    suite = Suite.from_config(cfg.get("suite"))
+    suite_dir = Path(hc.runtime.output_dir)
+    keep, dropped = passthrough(list(hc.overrides.task))
+    if dropped_grid := [
+        o for o in dropped if o.split("=")[0].lstrip("+~") in ("model", "data", "seed", "variant")
+    ]:
+        print(
+            f"note: ignored {' '.join(dropped_grid)}: the suite sets them "
+            "(use suite.models=[...], suite.datasets=[...], suite.seeds=[...])"
+        )
+    logger = cfg.get("logger") or {}
+    done = run_benchmark(
+        suite,
+        suite_dir,
+        keep,
+        logger_kind=logger.get("kind", "csv"),
+        project=logger.get("project", "mmint"),
+    )
+    table = done.table
+    print(
+        f"\nsuite {suite.name}: {done.counts.get('ok', 0)} ok, {done.counts.get('cached', 0)} "
+        f"done earlier, {done.counts.get('failed', 0)} failed"
+    )
+    print(summary_table(table, suite.floor))
+    print(f"\nresults: {suite_dir / 'results.csv'}\nreport:  {suite_dir / 'report.md'}")
+    if len(table) and "status" in table and not (table["status"] == "ok").any():
+        raise SystemExit(1)

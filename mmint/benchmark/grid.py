@@ -1,0 +1,302 @@
+"""A suite's grid: models x datasets x seeds x variants -> one run (name, overrides) each.
+
+A suite is ``configs/suite/<name>.yaml`` (the ``suite`` node of the composed config) or a
+plain dict with the same keys; see ``docs/benchmark.md``. Each run's config is composed from
+the root config with Hydra's compose API and the run's overrides, exactly as
+``mmint fit <overrides>`` would compose it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmint.errors import InputError
+
+#: override keys the grid sets itself; dropped (with a note) from the command line's overrides
+GRID_KEYS = ("model", "data", "seed", "variant", "command")
+
+Overrides = list[str]
+
+
+@dataclass
+class Suite:
+    """A benchmark suite (the keys of ``configs/suite/<name>.yaml``'s ``suite`` node)."""
+
+    name: str
+    models: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    #: name -> overrides (a list of Hydra overrides or a ``{dotted.key: value}`` mapping)
+    variants: dict[str, Any] = field(default_factory=lambda: {"default": []})
+    reference: str | None = None
+    floor: list[str] = field(default_factory=lambda: ["pca"])
+    overrides: Any = field(default_factory=list)
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    data_overrides: dict[str, Any] = field(default_factory=dict)
+    n_jobs: int = 1
+    skip_missing_data: bool = True
+    umap: bool = True
+    single_task_variants: list[str] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
+        if not self.variants:
+            self.variants = {"default": []}
+        self.overrides = to_overrides(self.overrides)
+        self.model_overrides = {str(k): to_overrides(v) for k, v in self.model_overrides.items()}
+        self.data_overrides = {str(k): to_overrides(v) for k, v in self.data_overrides.items()}
+        self.floor = [self.floor] if isinstance(self.floor, str) else list(self.floor)
+        if self.reference is None:
+            self.reference = next(iter(self.variants))
+        if self.reference not in self.variants:
+            raise InputError(
+                f"reference variant '{self.reference}' is not one of the suite's variants",
+                "suite.reference",
+                f"use one of: {', '.join(self.variants)}",
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> Suite:
+        """Build from the composed ``suite`` node (DictConfig or dict)."""
+        from mmint.fit import plain
+
+        if not cfg:
+            raise InputError(
+                "no suite given",
+                "mmint benchmark",
+                f"pass suite=<name>, one of: {', '.join(suite_names()) or '(none found)'}",
+            )
+        c = plain(cfg)
+        for key in ("name", "models", "datasets", "seeds"):
+            if not c.get(key) and c.get(key) != 0:
+                raise InputError(f"the suite has no '{key}'", f"suite.{key}", f"set suite.{key}")
+        floor = c.get("floor", ["pca"])
+        return cls(
+            name=str(c["name"]),
+            models=[str(m) for m in _as_list(c["models"])],
+            datasets=expand_datasets(_as_list(c["datasets"])),
+            seeds=[int(s) for s in _as_list(c["seeds"])],
+            variants=c.get("variants") or {},
+            reference=c.get("reference"),
+            floor=[str(m) for m in _as_list(floor or [])],
+            overrides=c.get("overrides"),
+            model_overrides=c.get("model_overrides") or {},
+            data_overrides=c.get("data_overrides") or {},
+            n_jobs=int(c.get("n_jobs") or 1),
+            skip_missing_data=bool(c.get("skip_missing_data", True)),
+            umap=bool(c.get("umap", True)),
+            single_task_variants=[str(v) for v in _as_list(c.get("single_task_variants") or [])],
+            description=str(c.get("description") or ""),
+        )
+
+    @property
+    def all_models(self) -> list[str]:
+        """``models`` then the floor models not already listed."""
+        return list(dict.fromkeys([*self.models, *self.floor]))
+
+
+@dataclass
+class RunSpec:
+    """One run of a suite: its identity, name and the overrides that compose its config."""
+
+    model: str
+    data: str
+    seed: int
+    variant: str
+    overrides: Overrides
+
+    @property
+    def name(self) -> str:
+        """``<model>__<data>__<variant>__seed<s>``."""
+        return run_name(self.model, self.data, self.variant, self.seed)
+
+
+def run_name(model: str, data: str, variant: str, seed: int) -> str:
+    """The run's folder name under ``<suite dir>/runs/``."""
+    return f"{model}__{data}__{variant}__seed{seed}"
+
+
+def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
+    """All runs of ``suite``, in order datasets -> models -> variants -> seeds.
+
+    A floor model (``suite.floor``, default ``pca``) runs once per dataset and seed with
+    variant ``default`` and no variant overrides: the variants are the ablated model's.
+
+    Overrides, later wins per key: the grid's ``model= data= seed= variant=``,
+    ``logger.group=<suite>``, the suite's ``overrides``, the ``data_overrides`` of the
+    dataset, the ``model_overrides`` of the model, the variant's, and last
+    ``base_overrides`` (the command line's, without the grid's own keys).
+    """
+    base = [o for o in base_overrides if override_key(o) not in GRID_KEYS]
+    runs = []
+    for data in suite.datasets:
+        for model in suite.all_models:
+            variants = {"default": []} if model in suite.floor else suite.variants
+            for variant, var_overrides in variants.items():
+                for seed in suite.seeds:
+                    ov = [
+                        "command=fit",
+                        f"model={model}",
+                        f"data={data}",
+                        f"seed={seed}",
+                        f"variant={variant}",
+                        f"++logger.group={suite.name}",
+                        "++trainer.enable_progress_bar=false",
+                        *suite.overrides,
+                        *suite.data_overrides.get(data, []),
+                        *suite.model_overrides.get(model, []),
+                        *var_overrides,
+                        *base,
+                    ]
+                    runs.append(RunSpec(model, data, int(seed), variant, dedupe(ov)))
+    return runs
+
+
+def compose_run(overrides: list[str]) -> dict[str, Any]:
+    """The run's config as a resolved plain dict (root config + ``overrides``), as ``mmint fit``.
+
+    Works inside ``hydra.main`` (``mmint benchmark``) and outside it (library, tests).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mmint.fit import plain
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose
+
+        cfg = compose("config", overrides=overrides)
+    else:
+        from mmint.cli import compose as cli_compose
+
+        cfg = cli_compose("fit", overrides)
+    out = plain(cfg)
+    out.pop("hydra", None)
+    return out
+
+
+def override_key(item: str) -> str:
+    """The key of a Hydra override (``+a.b=1`` -> ``a.b``)."""
+    return item.partition("=")[0].lstrip("+~")
+
+
+def dedupe(overrides: Iterable[str]) -> list[str]:
+    """Keep the last override per key, in the order of their last appearance."""
+    last: dict[str, str] = {}
+    for item in overrides:
+        key = override_key(item)
+        last.pop(key, None)
+        last[key] = item
+    return list(last.values())
+
+
+def passthrough(overrides: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split the command line's overrides into those every run gets and those dropped
+    (``suite``, ``hydra``, and the grid's own keys)."""
+    keep, dropped = [], []
+    for item in overrides:
+        key = override_key(item)
+        root = key.split(".")[0].split("/")[0]
+        if root in ("suite", "hydra") or key in GRID_KEYS:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    return keep, dropped
+
+
+def to_overrides(value: Any) -> list[str]:
+    """Hydra overrides from a list of override strings or a ``{dotted.key: value}`` mapping.
+
+    Mapping entries become ``++key=value`` (set whether or not the key exists in the
+    composed config, e.g. a model hyper-parameter its config file leaves to the default).
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [f"++{k}={format_value(v)}" for k, v in value.items()]
+    return [str(v) for v in value]
+
+
+_SIMPLE = re.compile(r"^[A-Za-z0-9_./:-]+$")
+
+
+def format_value(value: Any) -> str:
+    """A Python value in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    text = str(value)
+    if _SIMPLE.match(text) and text.lower() not in ("null", "true", "false"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def suite_names() -> list[str]:
+    """Names of the suites in ``configs/suite``."""
+    from mmint.data.registry import config_dir
+
+    return sorted(p.stem for p in (config_dir() / "suite").glob("*.yaml"))
+
+
+def check_suite_name(name: str) -> None:
+    """Raise the one-line :class:`InputError` for an unknown ``suite=<name>``."""
+    if name not in suite_names():
+        raise InputError(
+            f"unknown suite '{name}'", "suite=", f"use one of: {', '.join(suite_names())}"
+        )
+
+
+def expand_datasets(names: list[Any]) -> list[str]:
+    """Dataset names; the entry ``shared`` stands for every dataset with ``source: shared``."""
+    from mmint.data.registry import dataset_config, dataset_names
+
+    out: list[str] = []
+    for name in names:
+        if name == "shared":
+            out += [n for n in dataset_names() if dataset_config(n).get("source") == "shared"]
+        else:
+            out.append(str(name))
+    return list(dict.fromkeys(out))
+
+
+def missing_dataset(name: str) -> str | None:
+    """Why a dataset can't be read (a ``shared`` dataset absent under ``$MMINT_DATA_DIR``),
+    or None when it can (or is not a shared one)."""
+    import os
+    from pathlib import Path
+
+    from mmint.data.registry import DATA_DIR_ENV, dataset_config
+
+    cfg = dataset_config(name)
+    if cfg.get("source") != "shared":
+        return None
+    root = os.environ.get(DATA_DIR_ENV)
+    if not root:
+        return f"${DATA_DIR_ENV} is not set"
+    folder = Path(root).expanduser() / name
+    if not folder.is_dir():
+        return f"not found in {folder}"
+    missing = [m for m in (cfg.get("kinds") or {}) if not (folder / f"{m}.h5ad").exists()]
+    if missing:
+        return f"missing {', '.join(f'{m}.h5ad' for m in missing)} in {folder}"
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | int | float):
+        return [value]
+    return list(value)

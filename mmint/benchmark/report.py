@@ -1,0 +1,449 @@
+"""``report.md`` from ``results.csv``: means +/- sd over seeds, ranks, the distance to the pca
+floor and, for ablations, paired differences across seeds with 95% t confidence intervals."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+#: headline metrics, in report order (ARI first), with whether higher is better
+HEADLINE: dict[str, bool] = {
+    "ari": True,
+    "ari_kmeans": True,
+    "nmi": True,
+    "r2_cross": True,
+    "foscttm": False,
+    "latent_distance": False,
+    "scib.bio_conservation": True,
+    "scib.total": True,
+    "fit_seconds": False,
+}
+LABELS = {
+    "ari": "ARI",
+    "ari_kmeans": "ARI (KMeans)",
+    "nmi": "NMI",
+    "r2_cross": "cross-modal R2",
+    "foscttm": "FOSCTTM",
+    "latent_distance": "latent distance",
+    "scib.bio_conservation": "scIB bio",
+    "scib.total": "scIB total",
+    "fit_seconds": "fit s",
+    "ari_class": "ARI (class)",
+    "n_groups": "groups",
+}
+#: metrics that enter the mean rank (quality, not cost)
+RANKED = [m for m in HEADLINE if m != "fit_seconds"]
+#: metrics of the paired (ablation) comparisons
+PAIRED = ["ari", "r2_cross", "ari_kmeans", "nmi", "foscttm", "latent_distance", "scib.total"]
+GROUP = ["data", "model", "variant"]
+_R2 = re.compile(r"^r2\.([^.]+)\.([^.]+)$")
+
+CLASS_NOTE = (
+    "Class-level scores (`ari_class`) map each group to a fine label by Hungarian matching on "
+    "the training cells, replace it by that label's class, and score against the class on the "
+    "test cells: the cluster->class map is fitted on training cells only."
+)
+
+
+@dataclass
+class ReportOptions:
+    """What the report needs from the suite."""
+
+    name: str = "suite"
+    reference: str = "default"
+    floor: Sequence[str] = ("pca",)
+    single_task_variants: Sequence[str] = ()
+    notes: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+def with_derived(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``r2_cross``: the mean of the off-diagonal ``r2.<src>.<dst>`` entries of a row."""
+    table = table.copy()
+    cols = [c for c in table.columns if (m := _R2.match(c)) and m.group(1) != m.group(2)]
+    if cols:
+        table["r2_cross"] = (
+            table[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1, skipna=True)
+        )
+    elif "r2_cross" not in table:
+        table["r2_cross"] = np.nan
+    return table
+
+
+def ok_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of finished runs, with ``r2_cross``."""
+    if "status" in table:
+        table = table[table["status"] == "ok"]
+    return with_derived(table)
+
+
+def metrics_present(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """The metrics with at least one value in ``table``."""
+    return [
+        m for m in metrics if m in table and pd.to_numeric(table[m], errors="coerce").notna().any()
+    ]
+
+
+def aggregate(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean and sd (ddof 1) over seeds per dataset/model/variant: columns ``<metric>_mean``,
+    ``<metric>_sd`` and ``n`` (runs)."""
+    ok = ok_rows(table)
+    metrics = metrics_present(ok, list(metrics or [*HEADLINE, "ari_class", "n_groups"]))
+    if ok.empty:
+        return pd.DataFrame(columns=[*GROUP, "n"])
+    values = ok[GROUP + metrics].copy()
+    for m in metrics:
+        values[m] = pd.to_numeric(values[m], errors="coerce")
+    grouped = values.groupby(GROUP, sort=False)
+    out = grouped.size().rename("n").to_frame()
+    for m in metrics:
+        out[f"{m}_mean"] = grouped[m].mean()
+        out[f"{m}_sd"] = grouped[m].std(ddof=1)
+    return out.reset_index()
+
+
+def ranks(agg: pd.DataFrame, metrics: Sequence[str] = RANKED) -> pd.Series:
+    """Per dataset: each model/variant's mean rank over ``metrics`` (1 = best), ranked again."""
+    out = pd.Series(np.nan, index=agg.index)
+    for _, sub in agg.groupby("data", sort=False):
+        per = []
+        for m in metrics:
+            col = f"{m}_mean"
+            if col in sub and sub[col].notna().any():
+                per.append(sub[col].rank(ascending=not HEADLINE.get(m, True), method="average"))
+        if per:
+            out[sub.index] = pd.concat(per, axis=1).mean(axis=1).rank(method="min")
+    return out
+
+
+def t_interval(
+    values: Sequence[float], level: float = 0.95
+) -> tuple[float, float, float, float, int]:
+    """``(mean, sd, low, high, n)`` of ``values`` with a Student-t interval (NaN for n < 2)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan, n
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, sd, mean - half, mean + half, n
+
+
+def paired_differences(
+    table: pd.DataFrame, reference: str, metrics: Sequence[str] = PAIRED
+) -> pd.DataFrame:
+    """Per dataset, model and non-reference variant: the differences variant - reference of
+    the same seed, their mean, sd, n and 95% t interval (columns ``data, model, variant,
+    metric, n, mean, sd, ci_low, ci_high``)."""
+    ok = ok_rows(table)
+    metrics = metrics_present(ok, metrics)
+    rows = []
+    for (data, model), sub in ok.groupby(["data", "model"], sort=False):
+        ref = (
+            sub[sub["variant"] == reference].drop_duplicates("seed", keep="last").set_index("seed")
+        )
+        if ref.empty:
+            continue
+        for variant in [v for v in sub["variant"].unique() if v != reference]:
+            var = (
+                sub[sub["variant"] == variant]
+                .drop_duplicates("seed", keep="last")
+                .set_index("seed")
+            )
+            seeds = var.index.intersection(ref.index)
+            for m in metrics:
+                diff = pd.to_numeric(var.loc[seeds, m], errors="coerce") - pd.to_numeric(
+                    ref.loc[seeds, m], errors="coerce"
+                )
+                mean, sd, lo, hi, n = t_interval(diff.tolist())
+                rows.append(
+                    {
+                        "data": data,
+                        "model": model,
+                        "variant": variant,
+                        "metric": m,
+                        "n": n,
+                        "mean": mean,
+                        "sd": sd,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                    }
+                )
+    return pd.DataFrame(rows, columns=[*GROUP, "metric", "n", "mean", "sd", "ci_low", "ci_high"])
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number, or ``-`` for missing."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def fmt_pm(mean: float, sd: float, digits: int = 3) -> str:
+    """``mean ± sd`` (``mean`` alone with one seed)."""
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    if sd is None or not np.isfinite(sd):
+        return fmt(mean, digits)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+def fmt_signed(value: float, digits: int = 3) -> str:
+    """``+0.123`` / ``-0.045``."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:+.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _digits(metric: str) -> int:
+    return 1 if metric == "fit_seconds" else 3
+
+
+def _floor_row(agg: pd.DataFrame, data: str, floor: Sequence[str]) -> pd.Series | None:
+    for name in floor:
+        hit = agg[(agg["data"] == data) & (agg["model"] == name)]
+        if not hit.empty:
+            return hit.iloc[0]
+    return None
+
+
+def summary_table(table: pd.DataFrame, floor: Sequence[str] = ("pca",)) -> str:
+    """The short table ``make demo`` prints: per dataset and model/variant, ARI, cross-modal
+    R2, FOSCTTM, ARI above the floor and the rank (mean over seeds)."""
+    agg = aggregate(table)
+    if agg.empty:
+        return "(no finished runs)"
+    agg["rank"] = ranks(agg)
+    agg = agg.sort_values(
+        ["data", "ari_mean" if "ari_mean" in agg else "n"], ascending=[True, False], kind="stable"
+    )
+    rows = []
+    for _, r in agg.iterrows():
+        fl = _floor_row(agg, r["data"], floor)
+        above = (
+            r.get("ari_mean", np.nan) - fl.get("ari_mean", np.nan)
+            if fl is not None and r["model"] not in floor
+            else np.nan
+        )
+        rows.append(
+            [
+                r["data"],
+                r["model"],
+                r["variant"],
+                fmt_pm(r.get("ari_mean"), r.get("ari_sd")),
+                fmt_pm(r.get("r2_cross_mean"), r.get("r2_cross_sd")),
+                fmt_pm(r.get("foscttm_mean"), r.get("foscttm_sd")),
+                fmt_signed(above),
+                fmt(r["rank"], 0),
+                str(int(r["n"])),
+            ]
+        )
+    header = [
+        "data",
+        "model",
+        "variant",
+        "ARI",
+        "cross-modal R2",
+        "FOSCTTM",
+        f"ARI - {floor[0] if floor else 'floor'}",
+        "rank",
+        "seeds",
+    ]
+    return markdown_table(header, rows)
+
+
+def dataset_section(agg: pd.DataFrame, data: str, floor: Sequence[str]) -> str:
+    """Means ± sd, ranks and the distance to the floor for one dataset."""
+    sub = agg[agg["data"] == data].copy()
+    sub = sub.sort_values("ari_mean" if "ari_mean" in sub else "n", ascending=False, kind="stable")
+    metrics = [
+        m for m in [*HEADLINE, "ari_class"] if f"{m}_mean" in sub and sub[f"{m}_mean"].notna().any()
+    ]
+    fl = _floor_row(agg, data, floor)
+    header = ["model", "variant", *[LABELS.get(m, m) for m in metrics], "groups", "rank"]
+    floor_name = floor[0] if floor else None
+    if fl is not None:
+        header += [f"ARI - {fl['model']}", f"R2 - {fl['model']}"]
+    rows = []
+    for _, r in sub.iterrows():
+        row = [r["model"], r["variant"]]
+        row += [fmt_pm(r[f"{m}_mean"], r[f"{m}_sd"], _digits(m)) for m in metrics]
+        ng = r.get("n_groups_mean", np.nan)
+        row += [
+            fmt(ng, 1) if np.isfinite(ng) and ng != round(ng) else fmt(ng, 0),
+            fmt(r["rank"], 0),
+        ]
+        if fl is not None:
+            is_floor = r["model"] in floor
+            for m in ("ari", "r2_cross"):
+                diff = r.get(f"{m}_mean", np.nan) - fl.get(f"{m}_mean", np.nan)
+                row.append("(floor)" if is_floor else fmt_signed(diff))
+        rows.append(row)
+    text = [f"## {data}", "", markdown_table(header, rows), ""]
+    text.append(
+        "Mean ± sd over seeds (scored on test cells). Rank: mean rank over "
+        f"{', '.join(LABELS[m] for m in RANKED if f'{m}_mean' in sub)} (1 = best; FOSCTTM and "
+        "latent distance lower is better). `groups`: the number of groups the model used "
+        "(`n_groups`)." + (f" The floor is `{floor_name}`." if fl is not None else "")
+    )
+    return "\n".join(text)
+
+
+def ablation_section(table: pd.DataFrame, opts: ReportOptions) -> str:
+    """Paired differences (variant - reference, same seed) with 95% t intervals, and the
+    multi-task vs single-task verdicts."""
+    diffs = paired_differences(table, opts.reference)
+    if diffs.empty:
+        return ""
+    text = [
+        f"## Ablation: paired differences vs `{opts.reference}`",
+        "",
+        "Variant minus reference on the same seed; mean [95% t confidence interval], n seeds. "
+        "`*`: the interval excludes 0.",
+        "",
+    ]
+    metrics = list(dict.fromkeys(diffs["metric"]))
+    for (data, model), sub in diffs.groupby(["data", "model"], sort=False):
+        rows = []
+        for variant, vsub in sub.groupby("variant", sort=False):
+            cells = []
+            for m in metrics:
+                hit = vsub[vsub["metric"] == m]
+                cells.append(_diff_cell(hit.iloc[0]) if not hit.empty else "-")
+            rows.append([variant, str(int(vsub["n"].max())), *cells])
+        text += [
+            f"### {data} / {model}",
+            "",
+            markdown_table(["variant", "n", *[LABELS.get(m, m) for m in metrics]], rows),
+            "",
+        ]
+    if opts.single_task_variants:
+        text += [_single_task_section(diffs, opts), ""]
+    return "\n".join(text)
+
+
+def _diff_cell(r: pd.Series) -> str:
+    if not np.isfinite(r["mean"]):
+        return "-"
+    if not np.isfinite(r["ci_low"]):
+        return fmt_signed(r["mean"])
+    star = "*" if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
+    return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{star}"
+
+
+def _single_task_section(diffs: pd.DataFrame, opts: ReportOptions) -> str:
+    rows = []
+    for (data, model), sub in diffs.groupby(["data", "model"], sort=False):
+        for variant in opts.single_task_variants:
+            cells, better, worse = [], [], []
+            for m in ("ari", "r2_cross"):
+                hit = sub[(sub["variant"] == variant) & (sub["metric"] == m)]
+                if hit.empty or not np.isfinite(hit.iloc[0]["mean"]):
+                    cells.append("-")
+                    continue
+                r = hit.iloc[0]  # variant - reference; the multi-task margin is its negative
+                lo, hi = -r["ci_high"], -r["ci_low"]
+                cells.append(
+                    f"{-r['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                    if np.isfinite(lo)
+                    else fmt_signed(-r["mean"])
+                )
+                better += [m] if np.isfinite(lo) and lo > 0 else []
+                worse += [m] if np.isfinite(hi) and hi < 0 else []
+            if "-" in cells:
+                verdict = "not measured"
+            elif len(better) == 2:
+                verdict = "yes: better on both"
+            elif worse:
+                verdict = "no: single task better on " + ", ".join(LABELS[m] for m in worse)
+            else:
+                verdict = "not shown (an interval includes 0)"
+            rows.append([data, model, variant, *cells, verdict])
+    if not rows:
+        return ""
+    header = [
+        "data",
+        "model",
+        "single task",
+        f"ARI: {opts.reference} - it",
+        f"R2: {opts.reference} - it",
+        "multi-task beats it on both?",
+    ]
+    return "\n".join(
+        [
+            f"### Does multi-task (`{opts.reference}`) beat each single task on both ARI and R2?",
+            "",
+            markdown_table(header, rows),
+            "",
+            "Margins are reference minus single task on the same seed, mean [95% t interval]; "
+            "'yes' needs both intervals above 0.",
+        ]
+    )
+
+
+def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
+    """The whole ``report.md``."""
+    n_ok = int((table["status"] == "ok").sum()) if "status" in table else len(table)
+    n_failed = int((table["status"] == "failed").sum()) if "status" in table else 0
+    agg = aggregate(table)
+    if not agg.empty:
+        agg["rank"] = ranks(agg)
+    text = [f"# Benchmark `{opts.name}`", ""]
+    if opts.description:
+        text += [opts.description.strip(), ""]
+    text += [
+        "## Summary",
+        "",
+        summary_table(table, opts.floor),
+        "",
+        f"Runs: {n_ok} ok, {n_failed} failed. Means ± sd over seeds; ARI leads. "
+        f"ARI - {opts.floor[0] if opts.floor else 'floor'}: how far the model is above "
+        "the floor (difference of means).",
+        "",
+    ]
+    notes = [
+        *opts.notes,
+        CLASS_NOTE,
+        "`n_groups` is the number of groups each model actually used (its own group head, "
+        "else KMeans with K = the number of distinct labels among the scored cells).",
+    ]
+    text += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    for data in dict.fromkeys(agg["data"]) if not agg.empty else []:
+        text += [dataset_section(agg, data, opts.floor), ""]
+    if "variant" in table and table["variant"].nunique() > 1:
+        text += [ablation_section(table, opts)]
+    if n_failed:
+        failed = table[table["status"] == "failed"]
+        text += [
+            "## Failed runs",
+            "",
+            markdown_table(
+                ["run", "error"],
+                [
+                    [
+                        f"{r['model']}__{r['data']}__{r['variant']}__seed{r['seed']}",
+                        str(r["error"]).replace("|", "\\|"),
+                    ]
+                    for _, r in failed.iterrows()
+                ],
+            ),
+            "",
+        ]
+    return "\n".join(text).rstrip() + "\n"

@@ -1,0 +1,67 @@
+"""``results.csv``: one row per finished run, metrics.json flattened with dots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mmint.io import atomic_write, read_json
+
+ID_COLUMNS = ["model", "data", "seed", "variant"]
+TAIL_COLUMNS = ["status", "error", "run_dir"]
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"r2": {"rna": {"atac": 0.1}}}`` -> ``{"r2.rna.atac": 0.1}``; empty dicts vanish."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, list | tuple):
+            out[name] = ";".join(str(v) for v in value)
+        else:
+            out[name] = value
+    return out
+
+
+def run_row(run: Any, run_dir: Path, relative_to: Path | None = None) -> dict[str, Any] | None:
+    """The row of one run (a :class:`~mmint.benchmark.grid.RunSpec`) from its folder:
+    ``metrics.json`` (ok) or ``failed.json`` (failed); None when it has not finished."""
+    ident = {"model": run.model, "data": run.data, "seed": run.seed, "variant": run.variant}
+    shown = str(run_dir.relative_to(relative_to)) if relative_to else str(run_dir)
+    metrics, failed = run_dir / "metrics.json", run_dir / "failed.json"
+    if failed.exists() and (
+        not metrics.exists() or failed.stat().st_mtime >= metrics.stat().st_mtime
+    ):
+        info = read_json(failed)
+        return {**ident, "status": "failed", "error": info.get("error", ""), "run_dir": shown}
+    if metrics.exists():
+        flat = flatten({k: v for k, v in read_json(metrics).items() if k not in ID_COLUMNS})
+        return {**ident, **flat, "status": "ok", "error": "", "run_dir": shown}
+    return None
+
+
+def results_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows -> a table with the identity columns first and status/error/run_dir last."""
+    table = pd.DataFrame(list(rows))
+    if table.empty:
+        return pd.DataFrame(columns=ID_COLUMNS + TAIL_COLUMNS)
+    middle = [c for c in table.columns if c not in ID_COLUMNS + TAIL_COLUMNS]
+    return table[ID_COLUMNS + middle + TAIL_COLUMNS]
+
+
+def write_results(table: pd.DataFrame, path: str | Path) -> None:
+    """Atomically write ``results.csv``."""
+    atomic_write(path, table.to_csv(index=False))
+
+
+def read_results(path: str | Path) -> pd.DataFrame:
+    """Read ``results.csv`` (empty error cells as empty strings)."""
+    table = pd.read_csv(path)
+    if "error" in table:
+        table["error"] = table["error"].fillna("")
+    return table

@@ -1,0 +1,499 @@
+"""UnitedNet's networks and loss computations (pure PyTorch, no Lightning).
+
+Per modality ``m``: an encoder ``E_m`` (input -> latent), a decoder ``D_m`` (latent -> input
+space; logits for a binary modality) and a discriminator ``C_m`` (input -> sigmoid scores).
+Per head ``h``: a fuser (learnable softmax weights over modalities, renormalised over the
+modalities each cell has), a projector and a cosine-style group layer. Any translation
+``D_i(E_j(x_j))`` is available, but a step computes only what its losses need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmint.models.unitednet import losses as L
+from mmint.nn.mlp import MLP
+
+FUSERS = ("weighted_mean", "feature_weighted_mean")
+LATENT_PROJECTORS = ("identity", "linear")
+_EPS = 1e-12
+
+
+class WeightedMeanFuser(nn.Module):
+    """Softmax-weighted mean of the modality latents, over the modalities a cell has.
+
+    Parameters
+    ----------
+    n_modalities
+        Number of modalities ``M``.
+    latent_dim
+        Latent width ``d``.
+    per_feature
+        One weight vector per latent dimension (``feature_weighted_mean``) instead of one for
+        all dimensions (``weighted_mean``).
+    """
+
+    def __init__(self, n_modalities: int, latent_dim: int, per_feature: bool = False) -> None:
+        super().__init__()
+        shape = (latent_dim, n_modalities) if per_feature else (n_modalities,)
+        self.per_feature = per_feature
+        self.theta = nn.Parameter(torch.empty(shape))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """All logits ``1/M``: equal weights, as in the reference."""
+        nn.init.constant_(self.theta, 1.0 / self.theta.shape[-1])
+
+    def weights(self) -> Tensor:
+        """Softmax weights over modalities, ``(M,)`` or ``(d, M)``."""
+        return torch.softmax(self.theta, dim=-1)
+
+    def forward(self, z: Tensor, mask: Tensor) -> Tensor:
+        """Fuse ``z`` ``(B, M, d)`` with mask ``(B, M)`` into ``(B, d)``.
+
+        A cell's weights are renormalised over its observed modalities; a cell with none gets 0.
+        """
+        w = self.weights()
+        w = w.T if self.per_feature else w[:, None]  # (M, d) or (M, 1)
+        wm = w[None] * mask[:, :, None]
+        return (wm * z).sum(dim=1) / wm.sum(dim=1).clamp_min(_EPS)
+
+
+class GroupHead(nn.Module):
+    """Fuser -> projector ``Linear(d, p) [+ LayerNorm + ReLU]`` -> group layer (no bias).
+
+    The group layer's weight rows are L2-normalised in place before every use
+    (:meth:`normalize_`), which makes its logits cosine-style in the prototypes.
+    """
+
+    def __init__(
+        self,
+        n_modalities: int,
+        latent_dim: int,
+        n_groups: int,
+        projector_dim: int = 100,
+        per_feature: bool = False,
+        projector_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.fuser = WeightedMeanFuser(n_modalities, latent_dim, per_feature)
+        layers: list[nn.Module] = [nn.Linear(latent_dim, projector_dim)]
+        if projector_norm:
+            layers += [nn.LayerNorm(projector_dim), nn.ReLU()]
+        self.projector = nn.Sequential(*layers)
+        self.classifier = nn.Linear(projector_dim, n_groups, bias=False)
+
+    @torch.no_grad()
+    def normalize_(self) -> None:
+        """L2-normalise the group layer's weight rows in place."""
+        w = self.classifier.weight
+        w.div_(w.norm(dim=1, keepdim=True).clamp_min(_EPS))
+
+    def forward(self, z: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(fused (B, d), hidden (B, p), logits (B, K))`` from ``z`` ``(B, M, d)``."""
+        fused = self.fuser(z, mask)
+        hidden = self.projector(fused)
+        return fused, hidden, self.classifier(hidden)
+
+
+class UnitedNetModule(nn.Module):
+    """UnitedNet's networks.
+
+    Parameters
+    ----------
+    modalities
+        Modality names in a fixed order.
+    n_features
+        Input width per modality.
+    binary
+        Whether each modality's model input is 0/1 (binary cross-entropy, sigmoid output).
+    latent_dim
+        Shared latent width ``d``.
+    encoder_hidden, decoder_hidden, discriminator_hidden
+        Hidden widths per modality.
+    n_groups
+        Clusters or classes ``K`` of each head.
+    n_head
+        Number of parallel group heads.
+    fuser
+        ``"weighted_mean"`` or ``"feature_weighted_mean"``.
+    projector_dim, projector_norm
+        Head projector width and whether it has ``LayerNorm + ReLU``.
+    latent_projector
+        ``"identity"`` or ``"linear"`` (``d -> d``), used by the contrastive loss only.
+    activation, latent_activation, latent_norm
+        Hidden activation; activation and norm (``None``, ``"batch"``, ``"layer"``) of the
+        encoder output layer.
+    dropout
+        Dropout probability per modality (encoders and decoders).
+    dropout_first_only
+        Dropout after the first layer only.
+    batch_norm, layer_norm
+        Norms of the hidden layers of encoders and decoders.
+    discriminator_out_dim, discriminator_out_norm
+        Discriminator output units and norm (LayerNorm over one unit is refused).
+    init
+        ``"kaiming_normal"`` (every ``Linear`` weight, as in the reference) or ``"default"``.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str],
+        n_features: dict[str, int],
+        binary: dict[str, bool],
+        latent_dim: int,
+        encoder_hidden: dict[str, list[int]],
+        decoder_hidden: dict[str, list[int]],
+        discriminator_hidden: dict[str, list[int]],
+        n_groups: int,
+        n_head: int = 1,
+        fuser: str = "weighted_mean",
+        projector_dim: int = 100,
+        projector_norm: bool = True,
+        latent_projector: str = "identity",
+        activation: str = "relu",
+        latent_activation: str | None = None,
+        latent_norm: str | None = "layer",
+        dropout: dict[str, float] | None = None,
+        dropout_first_only: bool = False,
+        batch_norm: bool = False,
+        layer_norm: bool = False,
+        discriminator_out_dim: int = 1,
+        discriminator_out_norm: str | None = None,
+        init: str = "kaiming_normal",
+    ) -> None:
+        super().__init__()
+        if fuser not in FUSERS:
+            raise ValueError(f"unknown fuser {fuser!r}; use one of {FUSERS}")
+        if latent_projector not in LATENT_PROJECTORS:
+            raise ValueError(
+                f"unknown latent_projector {latent_projector!r}; use {LATENT_PROJECTORS}"
+            )
+        self.modalities = list(modalities)
+        self.binary = {m: bool(binary[m]) for m in self.modalities}
+        self.latent_dim = latent_dim
+        self.n_groups = n_groups
+        dropout = dropout or {}
+        net = {"activation": activation, "batch_norm": batch_norm, "layer_norm": layer_norm}
+        self.encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.discriminators = nn.ModuleDict()
+        for m in self.modalities:
+            p = {"dropout": dropout.get(m, 0.0), "dropout_first_only": dropout_first_only}
+            self.encoders[m] = MLP(
+                n_features[m],
+                encoder_hidden[m],
+                latent_dim,
+                out_activation=latent_activation,
+                out_norm=latent_norm,
+                **net,
+                **p,
+            )
+            self.decoders[m] = MLP(latent_dim, decoder_hidden[m], n_features[m], **net, **p)
+            self.discriminators[m] = MLP(
+                n_features[m],
+                discriminator_hidden[m],
+                discriminator_out_dim,
+                activation=activation,
+                out_activation="sigmoid",
+                out_norm=discriminator_out_norm,
+            )
+        self.heads = nn.ModuleList(
+            GroupHead(
+                len(self.modalities),
+                latent_dim,
+                n_groups,
+                projector_dim,
+                fuser == "feature_weighted_mean",
+                projector_norm,
+            )
+            for _ in range(n_head)
+        )
+        self.latent_projector = (
+            nn.Linear(latent_dim, latent_dim) if latent_projector == "linear" else nn.Identity()
+        )
+        #: index of the head used for outputs; chosen on validation losses, kept in checkpoints
+        self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
+        self.init = init
+        if init == "kaiming_normal":
+            _kaiming(self)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}; use 'kaiming_normal' or 'default'")
+
+    # ----------------------------------------------------------------- parameter groups
+    def pgc_parameters(self) -> list[nn.Parameter]:
+        """Encoders, decoders and latent projector (prediction / translation / contrastive)."""
+        return [
+            *self.encoders.parameters(),
+            *self.decoders.parameters(),
+            *self.latent_projector.parameters(),
+        ]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """The discriminators (their own optimizer)."""
+        return list(self.discriminators.parameters())
+
+    def group_parameters(self, with_encoders: bool) -> list[nn.Parameter]:
+        """Fusers, projectors and group layers, plus the encoders when asked."""
+        params = list(self.heads.parameters())
+        return [*self.encoders.parameters(), *params] if with_encoders else params
+
+    def reset_group_heads(self) -> None:
+        """Fresh fusers, projectors, group layers and latent projector; best head 0."""
+        for module in [*self.heads.modules(), *self.latent_projector.modules()]:
+            if isinstance(module, nn.Linear | nn.LayerNorm | WeightedMeanFuser):
+                module.reset_parameters()
+        if self.init == "kaiming_normal":
+            _kaiming(self.heads)
+            _kaiming(self.latent_projector)
+        self.best_head.zero_()
+
+    # ------------------------------------------------------------------------ forward
+    def encode(self, x: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Latent of every modality ``{m: (B, d)}``.
+
+        In training only the observed rows go through the encoder (rows of absent cells are 0,
+        and never reach batch statistics); in eval mode every row is encoded.
+        """
+        out = {}
+        for m in self.modalities:
+            obs = masks[m] > 0
+            n_obs = int(obs.sum())
+            if not self.training or n_obs == obs.numel() or n_obs < 2:
+                out[m] = self.encoders[m](x[m])
+            else:
+                z = x[m].new_zeros((x[m].shape[0], self.latent_dim))
+                out[m] = z.index_put((obs.nonzero().squeeze(1),), self.encoders[m](x[m][obs]))
+        return out
+
+    def decode(self, z: Tensor, dst: str, probabilities: bool = False) -> Tensor:
+        """Decoder ``dst`` on latents ``z``; logits of a binary modality unless ``probabilities``."""
+        out = self.decoders[dst](z)
+        return torch.sigmoid(out) if probabilities and self.binary[dst] else out
+
+    def stack(self, z: dict[str, Tensor], masks: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(z (B, M, d), mask (B, M))`` in modality order."""
+        zs = torch.stack([z[m] for m in self.modalities], dim=1)
+        mask = torch.stack([masks[m].to(zs.dtype) for m in self.modalities], dim=1)
+        return zs, mask
+
+    def head_outputs(
+        self, z: dict[str, Tensor], masks: dict[str, Tensor], heads: Sequence[int] | None = None
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """``(fused, hidden, logits)`` of the given heads (all by default).
+
+        Group-layer rows are normalised first, as before every forward in the reference.
+        """
+        heads = range(len(self.heads)) if heads is None else heads
+        zs, mask = self.stack(z, masks)
+        outs = []
+        for h in heads:
+            self.heads[h].normalize_()
+            outs.append(self.heads[h](zs, mask))
+        return outs
+
+    def best(self) -> int:
+        """Index of the best head."""
+        return int(self.best_head)
+
+    def joint_latent(self, z: dict[str, Tensor], masks: dict[str, Tensor]) -> Tensor:
+        """Fused latent of the best head."""
+        zs, mask = self.stack(z, masks)
+        return self.heads[self.best()].fuser(zs, mask)
+
+    def discriminate(self, x: Tensor, m: str) -> Tensor:
+        """Discriminator ``m``'s sigmoid scores."""
+        return self.discriminators[m](x)
+
+    # ------------------------------------------------------------------------ losses
+    def translation_terms(
+        self,
+        z: dict[str, Tensor],
+        targets: dict[str, Tensor],
+        masks: dict[str, Tensor],
+        cross: bool,
+    ) -> list[tuple[Tensor, Tensor, bool, str, str]]:
+        """``(pred, target, binary, dst, src)`` for the diagonal (``cross=False``) or the
+        off-diagonal pairs, over the cells that have both modalities."""
+        terms = []
+        for dst in self.modalities:
+            for src in self.modalities:
+                if (dst == src) == cross:
+                    continue
+                both = (masks[dst] > 0) & (masks[src] > 0)
+                if bool(both.all()):
+                    zz, tt = z[src], targets[dst]
+                else:
+                    zz, tt = z[src][both], targets[dst][both]
+                terms.append((self.decode(zz, dst), tt, self.binary[dst], dst, src))
+        return terms
+
+    def pgc_losses(
+        self,
+        inputs: dict[str, Tensor],
+        targets: dict[str, Tensor],
+        masks: dict[str, Tensor],
+        *,
+        translation: bool = True,
+        contrastive: bool = True,
+        adversarial: bool = True,
+        temperature: float = 0.1,
+        negative_fraction: float = 0.25,
+        generator: torch.Generator | None = None,
+        z: dict[str, Tensor] | None = None,
+        groups: Tensor | None = None,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Unweighted prediction / translation / contrastive / generator losses.
+
+        Parameters
+        ----------
+        inputs
+            Encoder inputs (noised in training).
+        targets
+            Clean model inputs the decoders are scored against.
+        masks
+            Per-modality masks.
+        translation, contrastive, adversarial
+            Which optional terms to compute (reconstruction always is).
+        temperature, negative_fraction, generator
+            Contrastive settings.
+        z
+            Latents when already computed.
+        groups
+            Predicted group per cell for contrastive negatives (default: the best head's).
+
+        Returns
+        -------
+        losses
+            ``reconstruction`` and, when asked, ``translation``, ``contrastive``, ``generator``.
+        fakes
+            Detached self-reconstructions of the observed cells, in input space (for the
+            discriminator step); empty unless ``adversarial``.
+        """
+        z = self.encode(inputs, masks) if z is None else z
+        out: dict[str, Tensor] = {}
+        recon = self.translation_terms(z, targets, masks, cross=False)
+        out["reconstruction"] = L.mean_distance([t[:3] for t in recon])
+        if translation and len(self.modalities) > 1:
+            out["translation"] = L.mean_distance(
+                [t[:3] for t in self.translation_terms(z, targets, masks, cross=True)]
+            )
+        if contrastive and len(self.modalities) > 1:
+            if groups is None:
+                with torch.no_grad():
+                    detached = {m: v.detach() for m, v in z.items()}
+                    groups = self.head_outputs(detached, masks, [self.best()])[0][2].argmax(1)
+            out["contrastive"] = L.multiview_contrastive_loss(
+                [self.latent_projector(z[m]) for m in self.modalities],
+                [masks[m] for m in self.modalities],
+                groups,
+                temperature,
+                negative_fraction,
+                generator,
+            )
+        fakes: dict[str, Tensor] = {}
+        if adversarial:
+            scores = []
+            for pred, _, binary, m, _ in recon:
+                fake = torch.sigmoid(pred) if binary else pred
+                scores.append(self.discriminate(fake, m))
+                fakes[m] = fake.detach()
+            out["generator"] = L.generator_loss(scores)
+        return out, fakes
+
+    def discriminator_loss(
+        self, targets: dict[str, Tensor], fakes: dict[str, Tensor], masks: dict[str, Tensor]
+    ) -> Tensor:
+        """LSGAN discriminator loss on observed real cells and detached reconstructions."""
+        real = []
+        for m in fakes:
+            obs = masks[m] > 0
+            x = targets[m] if bool(obs.all()) else targets[m][obs]
+            real.append(self.discriminate(x, m))
+        return L.discriminator_loss(real, [self.discriminate(fakes[m], m) for m in fakes])
+
+    def group_losses(
+        self,
+        z: dict[str, Tensor],
+        masks: dict[str, Tensor],
+        labels: Tensor | None,
+        mode: str,
+        class_weights: Tensor | None = None,
+        rel_sigma: float = 0.15,
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Per-head group losses and the best head's logits.
+
+        Parameters
+        ----------
+        mode
+            ``"classification"`` (class-weighted cross-entropy over labelled cells) or
+            ``"clustering"`` (DDC and self-entropy over cells with any modality).
+
+        Returns
+        -------
+        losses
+            ``{"cross_entropy": (H,)}`` or ``{"ddc": (H,), "self_entropy": (H,)}``.
+        logits
+            The best head's logits ``(B, K)``.
+        """
+        outs = self.head_outputs(z, masks)
+        if mode == "classification":
+            assert labels is not None
+            ce = [L.cross_entropy_loss(lg, labels, class_weights) for _, _, lg in outs]
+            losses = {"cross_entropy": torch.stack(ce)}
+        else:
+            any_obs = torch.stack([masks[m] > 0 for m in self.modalities]).any(0)
+            ddc, ent = [], []
+            for _, hidden, lg in outs:
+                if not bool(any_obs.all()):
+                    hidden, lg = hidden[any_obs], lg[any_obs]
+                probs = torch.softmax(lg, dim=1)
+                ddc.append(L.ddc_loss(probs, hidden, rel_sigma))
+                ent.append(L.self_entropy_loss(probs))
+            losses = {"ddc": torch.stack(ddc), "self_entropy": torch.stack(ent)}
+        return losses, outs[self.best()][2]
+
+
+class TranslationNet(nn.Module):
+    """``x_src -> x_hat_dst`` (probabilities for a binary target): a hook for explainers."""
+
+    def __init__(self, module: UnitedNetModule, src: str, dst: str) -> None:
+        super().__init__()
+        self.encoder, self.decoder = module.encoders[src], module.decoders[dst]
+        self.binary = module.binary[dst]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Translate a batch of ``src`` inputs."""
+        out = self.decoder(self.encoder(x))
+        return torch.sigmoid(out) if self.binary else out
+
+
+class GroupNet(nn.Module):
+    """Concatenated inputs of all modalities -> best head's group probabilities.
+
+    A hook for explainers; every cell is taken to have every modality.
+    """
+
+    def __init__(self, module: UnitedNetModule) -> None:
+        super().__init__()
+        self.module = module
+        self.widths = [module.encoders[m].net[0].in_features for m in module.modalities]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Group probabilities ``(B, K)``."""
+        parts = torch.split(x, self.widths, dim=1)
+        mods = self.module.modalities
+        z = {m: self.module.encoders[m](p) for m, p in zip(mods, parts, strict=True)}
+        masks = {m: x.new_ones(x.shape[0]) for m in mods}
+        zs, mask = self.module.stack(z, masks)
+        head = self.module.heads[self.module.best()]
+        return torch.softmax(head(zs, mask)[2], dim=1)
+
+
+def _kaiming(module: nn.Module) -> None:
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            nn.init.kaiming_normal_(sub.weight)

@@ -1,0 +1,126 @@
+"""Report aggregation against a hand-made results.csv (means, sd, paired t intervals)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from mmint.benchmark.report import (
+    ReportOptions,
+    aggregate,
+    build_report,
+    paired_differences,
+    ranks,
+    summary_table,
+    t_interval,
+    with_derived,
+)
+from mmint.benchmark.results import read_results, write_results
+
+T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
+
+
+def _row(model, variant, seed, ari, r2_ra, r2_ar, status="ok"):
+    return {
+        "model": model,
+        "data": "d1",
+        "seed": seed,
+        "variant": variant,
+        "ari": ari,
+        "r2.rna.rna": 0.9,
+        "r2.rna.atac": r2_ra,
+        "r2.atac.rna": r2_ar,
+        "r2.atac.atac": 0.8,
+        "foscttm": 0.2,
+        "n_groups": 4,
+        "ari_class": 0.9,
+        "status": status,
+        "error": "" if status == "ok" else "ValueError: boom",
+        "run_dir": f"runs/{model}__d1__{variant}__seed{seed}",
+    }
+
+
+@pytest.fixture
+def results(tmp_path) -> pd.DataFrame:
+    rows = [
+        _row("m", "ref", 0, 0.50, 0.1, 0.3),
+        _row("m", "ref", 1, 0.60, 0.2, 0.2),
+        _row("m", "ref", 2, 0.70, 0.3, 0.1),
+        _row("m", "single", 0, 0.40, 0.05, 0.05),
+        _row("m", "single", 1, 0.40, 0.1, 0.1),
+        _row("m", "single", 2, 0.55, 0.0, 0.1),
+        _row("pca", "default", 0, 0.30, 0.0, 0.0),
+        _row("pca", "default", 1, 0.30, 0.0, 0.0),
+        _row("pca", "default", 2, 0.30, 0.0, 0.0),
+        {**_row("m", "ref", 3, 0.99, 0.9, 0.9, status="failed"), "ari": None, "r2.rna.atac": None},
+    ]
+    write_results(pd.DataFrame(rows), tmp_path / "results.csv")
+    return read_results(tmp_path / "results.csv")
+
+
+def test_mean_sd_and_cross_modal_r2(results):
+    assert with_derived(results)["r2_cross"].iloc[0] == pytest.approx(0.2)
+    agg = aggregate(results).set_index(["model", "variant"])
+    ref = agg.loc[("m", "ref")]
+    assert ref["n"] == 3  # the failed run is left out
+    assert ref["ari_mean"] == pytest.approx(0.6)
+    assert ref["ari_sd"] == pytest.approx(0.1)
+    assert ref["r2_cross_mean"] == pytest.approx(0.2) and ref["r2_cross_sd"] == pytest.approx(0.0)
+    single = agg.loc[("m", "single")]
+    assert single["ari_mean"] == pytest.approx(1.35 / 3)
+    assert single["r2_cross_mean"] == pytest.approx((0.05 + 0.1 + 0.05) / 3)
+    assert agg.loc[("pca", "default"), "ari_sd"] == pytest.approx(0.0)
+    r = ranks(aggregate(results))
+    assert list(r) == [1.0, 2.0, 3.0] or sorted(r) == [1.0, 2.0, 3.0]
+
+
+def test_paired_differences_and_t_interval(results):
+    diffs = paired_differences(results, "ref").set_index(["variant", "metric"])
+    assert set(diffs.index.get_level_values(0)) == {"single"}  # pca has no reference variant
+    ari = diffs.loc[("single", "ari")]
+    # variant - reference on the same seed: -0.10, -0.20, -0.15
+    half = T_975_2 * 0.05 / math.sqrt(3)
+    assert ari["n"] == 3
+    assert ari["mean"] == pytest.approx(-0.15)
+    assert ari["sd"] == pytest.approx(0.05)
+    assert ari["ci_low"] == pytest.approx(-0.15 - half)
+    assert ari["ci_high"] == pytest.approx(-0.15 + half)
+    r2 = diffs.loc[("single", "r2_cross")]
+    d = [-0.15, -0.10, -0.15]
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)
+    assert r2["mean"] == pytest.approx(mean) and r2["sd"] == pytest.approx(sd)
+    assert r2["ci_high"] == pytest.approx(mean + T_975_2 * sd / math.sqrt(3))
+    assert t_interval([1.0])[2] != t_interval([1.0])[2]  # NaN interval with one pair
+
+
+def test_report_text(results):
+    text = build_report(
+        results,
+        ReportOptions(
+            name="t",
+            reference="ref",
+            floor=["pca"],
+            single_task_variants=["single"],
+            notes=["skipped dataset x: not set"],
+        ),
+    )
+    lines = text.splitlines()
+    assert lines[0] == "# Benchmark `t`"
+    summary = text.split("## Summary")[1].split("##")[0]
+    header = next(line for line in summary.splitlines() if line.startswith("| data"))
+    assert header.split("|")[4].strip() == "ARI"  # ARI leads the metrics
+    ref_line = next(line for line in summary.splitlines() if "| m | ref |" in line)
+    assert "0.600 ± 0.100" in ref_line and "+0.300" in ref_line  # ARI - pca floor
+    assert "1 failed" in text and "ValueError: boom" in text
+    assert "cluster->class map is fitted on training cells" in text
+    assert "skipped dataset x" in text
+    assert "## d1" in text and "ARI - pca" in text and "(floor)" in text
+    assert "paired differences vs `ref`" in text
+    assert "-0.150 [" in text
+    verdict = [line for line in lines if line.startswith("| d1 | m | single |")][-1]
+    assert verdict.endswith("yes: better on both |")
+    assert "+0.150 [" in verdict
+    assert summary_table(results.iloc[:0]) == "(no finished runs)"
