@@ -57,7 +57,8 @@ class _ShuffledBatches(Sampler[list[int]]):
         perm = rng.permutation(self.cells)
         chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
-            chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+            last = chunks.pop()
+            chunks[-1] = np.concatenate([chunks[-1], last])
         return chunks
 
     def __iter__(self) -> Iterator[list[int]]:

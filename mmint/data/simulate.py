@@ -1,37 +1,57 @@
 """Paired multi-modal single-cell data with a known ground truth (the default synthetic dataset).
 
 The simulator draws ``n_types`` cell types grouped into ``n_major`` major groups, ``n_batches``
-batches and one :class:`anndata.AnnData` per modality for the same cells. It is built so that
-integration matters: every modality sees the types through its own *program* map, in which
-some types share a program, so no single modality separates all types while all modalities
-together do. With the default three modalities (8 types, 4 major groups):
+batches and one :class:`anndata.AnnData` per modality for the same cells. Every modality sees
+all the major groups, and most of its type-driven variation is at that level (shared by all
+modalities, so that any modality predicts most of any other). Within a major group the types
+(subtypes) differ by smaller contrasts, and each modality sees the subtypes of only some
+groups. So no single modality separates all types while all modalities together do. With the
+default three modalities (8 types, 4 major groups {T0, T1}, {T2, T3}, {T4, T5}, {T6, T7}):
 
-- ``rna`` (counts) separates T0, T1, T2 and T3 but merges T4-T7 into one program;
-- ``atac`` (binary) merges T0-T3 but separates T4, T5, T6 and T7;
-- ``ephys`` (continuous) separates the major groups only ({T0, T1}, {T2, T3}, ...).
+- ``rna`` (counts) separates T0, T1, T2 and T3 but not T4 from T5 nor T6 from T7;
+- ``atac`` (binary) separates T4, T5, T6 and T7 but not T0 from T1 nor T2 from T3;
+- ``ephys`` (continuous) separates the major groups only.
 
-In general the modalities take these three roles in turn (fine within the first half of the
-types and blind within the second, the reverse, major groups only); a single modality sees
-every type.
+In general the modalities take these three roles in turn: subtypes of the major groups whose
+types all lie in the first half of the types (by index), of those in the second half, and of
+the groups that straddle the two halves (none by default; with two modalities the first role
+takes them). A single modality sees every type.
 
-Generative model, for cell ``i`` of type ``t``, batch ``b`` and feature ``g``:
+Generative model, for cell ``i`` of type ``t`` (major group ``m(t)``), batch ``b`` and feature
+``g``, with the type effect ``d[t, g] = M[m(t), g] + S[t, g]``:
 
-- counts: ``x ~ NB(mean = L_i * r_g * exp(d[p(t), g] + c[b, g] + links), dispersion phi_g)``
-  drawn as gamma-Poisson, with a log-normal baseline rate ``r_g``, a log-normal library size
-  ``L_i``, a sparse program effect ``d``, a per-gene log batch factor ``c``;
-- binary: ``x ~ Bernoulli(sigmoid(a_g + d[p(t), g] + c[b, g] + u_i + links))`` with a baseline
-  peak logit ``a_g`` (shifted so that the expected fraction of zeros is ``sparsity``), a cell
-  accessibility factor ``u_i`` and a batch logit shift ``c``;
-- continuous: ``x = d[p(t), g] + c[b, g] + links + noise * eps``.
+- counts: ``x ~ NB(mean = L_i * r_g * exp(d[t, g] + c[b, g] + links), dispersion phi_g)``
+  drawn as gamma-Poisson, with a log-normal baseline rate ``r_g`` (log sd 0.8, scaled so that
+  a cell's expected total is ``L_i`` on average over the types), a log-normal library size ``L_i`` (typically 10,000
+  UMIs, whatever the number of genes; log sd 0.3), a per-gene log batch factor ``c`` and a
+  dispersion ``phi_g`` of about ``0.05 * noise``;
+- binary: ``x ~ Bernoulli(sigmoid(a_g + d[t, g] + c[b, g] + u_i + links))`` with a baseline
+  peak logit ``a_g`` (sd 1.5, shifted so that the expected fraction of zeros is ``sparsity``),
+  a cell accessibility factor ``u_i`` (sd ``0.3 * noise``) and a batch logit shift ``c``;
+- continuous: ``x = d[t, g] + c[b, g] + links + noise * eps``.
+
+Type effects (log mean, logit, noise units): the major-group effect ``M`` is on 95% of the
+genes, 90% of the peaks and all continuous features, with an RMS over the groups of
+``E * (0.5 + U(0, 1))`` per feature, ``E`` = 1.6, 2 and 2.5; the subtype contrast ``S`` (zero
+in the groups a modality does not resolve, centred within each group) is on 30% of the genes
+and peaks and 50% of the continuous features, RMS ``E_s * (0.5 + U(0, 1))``, ``E_s`` = 0.9,
+1.6 and 2 (continuous major-group effects are thus about 2.5 noise standard deviations at
+``noise=1``). On the default dataset the mean of the training cells of a test cell's type and
+batch predicts its rna (log-normalised) and ephys (standardised) features with a uniform R2
+of about 0.78 and 0.83 (per-cell AUROC about 0.92 for atac), the mean of its major group and
+batch with about 0.72 and 0.83 (AUROC 0.91). The PCA + KMeans ARI floor is about 0.70-0.73
+for rna and atac (six of the eight types, the two unresolved pairs split by batch), about
+0.43 for ephys, and 1.0 on the three together.
 
 Planted links (the ground truth of :mod:`mmint.explain`): link ``l`` has a cell-level factor
 ``s_il ~ N(0, 1)``. It moves its source feature in every cell by ``unit * s_il`` and, in cells
 of its active types only, its target feature (in another modality) by
 ``unit * strength * s_il``, where ``unit`` is 0.5 on the log mean for counts, 2 on the logit for
 binary and 1 (one noise standard deviation) for continuous features. Link features carry no
-program effect, so within a type their variation is the link's (plus noise and batch).
-
-Link peaks get a moderate baseline accessibility (about 0.4) so that both states are common.
+subtype effect, and link peaks no type effect at all, so within a type their variation is the
+link's (plus noise and batch); link genes and continuous link features keep their major-group
+effect (a constant within a type). Link peaks get a moderate baseline accessibility (about
+0.4) so that both states are common in every type.
 Cell types and batches are drawn uniformly and independently for each cell.
 
 Large data are generated in row chunks and assembled as CSR without a dense cells x features
@@ -67,15 +87,24 @@ _PREFIX = {"rna": ("gene", 4), "atac": ("peak", 5)}
 
 # Per-kind scale of a link's effect on a feature (log mean, logit, noise units).
 _LINK_UNIT = {"counts": 0.5, "binary": 2.0, "continuous": 1.0}
-# Program effects: fraction of features that mark a program, and effect size.
-_MARKER_FRAC = {"counts": 0.15, "binary": 0.15, "continuous": 0.4}
-_EFFECT = {"counts": 1.5, "binary": 2.5, "continuous": 1.5}
+# Type effects (log mean, logit, noise units): the fraction of features that differ between
+# the major groups and their typical RMS effect over the groups; the same for the subtype
+# contrasts within the major groups a modality sees.
+_MAJOR_FRAC = {"counts": 0.95, "binary": 0.9, "continuous": 1.0}
+_MAJOR_EFFECT = {"counts": 1.6, "binary": 2.0, "continuous": 2.5}
+_SUBTYPE_FRAC = {"counts": 0.3, "binary": 0.3, "continuous": 0.5}
+_SUBTYPE_EFFECT = {"counts": 0.9, "binary": 1.6, "continuous": 2.0}
 # Batch shift standard deviation per unit of ``batch_effect``.
 _BATCH_UNIT = {"counts": 0.5, "binary": 1.0, "continuous": 1.0}
-_MEAN_LIBRARY_PER_GENE = 1.0  # mean UMIs per gene and cell
+_LIBRARY_SIZE = 10000.0  # typical UMIs per cell (counts)
 _LIBRARY_SD = 0.3  # log library size spread
+# Major-group effect of link features relative to the others (none on link peaks, which keep
+# a moderate accessibility in every type so that both states stay common).
+_LINK_MAJOR_SCALE = {"counts": 1.0, "binary": 0.0, "continuous": 1.0}
+_RATE_SD = 0.8  # log baseline expression spread over genes
+_PEAK_SD = 1.5  # baseline peak logit spread over peaks
 _ACCESS_SD = 0.3  # cell accessibility factor spread (binary), times ``noise``
-_DISPERSION = 0.1  # typical NB dispersion 1/theta (counts), times ``noise``
+_DISPERSION = 0.05  # typical NB dispersion 1/theta (counts), times ``noise``
 
 
 @dataclass
@@ -112,22 +141,30 @@ class _Link:
     strength: float
 
 
-def _programs(n_types: int, major: np.ndarray, n_modalities: int) -> list[np.ndarray]:
-    """Program index per type for each modality; types sharing a program look alike there."""
-    types = np.arange(n_types)
-    # Split by type rather than major group, so that an odd number of groups stays balanced.
-    first_half = types < (n_types + 1) // 2
+def _subtype_views(n_types: int, major: np.ndarray, n_modalities: int) -> list[np.ndarray]:
+    """Per modality, whether it sees the subtypes within each major group (bool per group).
+
+    The types are cut in two halves (by index). Role 0 (modalities 0, 3, ...) sees the
+    subtypes of the major groups that lie in the first half, role 1 those in the second half
+    and role 2 none, except the groups that straddle the cut, which go to role 2 (to role 0
+    when there are only two modalities) so that no modality sees too many of them.
+    """
+    n_major = int(major.max()) + 1
+    first = np.arange(n_types) < (n_types + 1) // 2
+    in_first = np.array([first[major == g].all() for g in range(n_major)])
+    in_second = np.array([not first[major == g].any() for g in range(n_major)])
+    straddle = ~in_first & ~in_second
     out = []
     for j in range(n_modalities):
         if n_modalities == 1:
-            prog = types
-        elif j % 3 == 0:  # fine within the first half of the types
-            prog = np.where(first_half, types, n_types)
-        elif j % 3 == 1:  # fine within the second half
-            prog = np.where(first_half, n_types, types)
-        else:  # major groups only
-            prog = major
-        out.append(np.unique(prog, return_inverse=True)[1].astype(np.int64))
+            sees = np.ones(n_major, dtype=bool)
+        elif j % 3 == 0:
+            sees = in_first | (straddle if n_modalities == 2 else False)
+        elif j % 3 == 1:
+            sees = in_second
+        else:
+            sees = straddle
+        out.append(sees)
     return out
 
 
@@ -143,17 +180,43 @@ def _link_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(names[a], names[(a + k) % n]) for k in range(1, n) for a in range(n)]
 
 
-def _program_effects(
-    rng: np.random.Generator, kind: str, n_programs: int, n_features: int
-) -> np.ndarray:
-    """Sparse signed program effects (programs x features), in the kind's natural scale."""
-    mask = rng.random((n_programs, n_features)) < _MARKER_FRAC[kind]
-    size = _EFFECT[kind] * (0.5 + rng.random((n_programs, n_features)))
-    sign = np.where(rng.random((n_programs, n_features)) < 0.5, -1.0, 1.0)
-    if kind == "binary":
-        # Peaks are mostly opened in their types; a few are closed.
-        sign = np.where(rng.random((n_programs, n_features)) < 0.8, 1.0, -1.0)
-    return (mask * size * sign).astype(np.float32)
+def _unit_patterns(rng: np.random.Generator, n_levels: int, n_features: int) -> np.ndarray:
+    """Random (levels x features) patterns, centred over the levels with unit RMS per feature."""
+    pattern = rng.standard_normal((n_levels, n_features))
+    pattern -= pattern.mean(axis=0)
+    rms = np.sqrt((pattern**2).mean(axis=0))
+    return pattern / np.where(rms > 0, rms, 1.0)
+
+
+def _type_effects(
+    rng: np.random.Generator,
+    kind: str,
+    major: np.ndarray,
+    sees: np.ndarray,
+    n_features: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Type effects (types x features): shared major-group effects and subtype contrasts.
+
+    A fraction ``_MAJOR_FRAC`` of the features differs between the major groups (RMS over the
+    groups ``_MAJOR_EFFECT * (0.5 + U(0, 1))``); within each major group whose subtypes the
+    modality sees, a fraction ``_SUBTYPE_FRAC`` differs between its types (centred within the
+    group, RMS ``_SUBTYPE_EFFECT * (0.5 + U(0, 1))``). Draws do not depend on ``sees``.
+    Returns the major-group part and the subtype part (both types x features, float32).
+    """
+    n_major = int(major.max()) + 1
+    mask = rng.random(n_features) < _MAJOR_FRAC[kind]
+    size = _MAJOR_EFFECT[kind] * (0.5 + rng.random(n_features))
+    pattern = _unit_patterns(rng, n_major, n_features)
+    major_part = (pattern * (mask * size))[major].astype(np.float32)
+    out = np.zeros_like(major_part)
+    for g in range(n_major):
+        members = np.flatnonzero(major == g)
+        mask = rng.random(n_features) < _SUBTYPE_FRAC[kind]
+        size = _SUBTYPE_EFFECT[kind] * (0.5 + rng.random(n_features))
+        pattern = _unit_patterns(rng, len(members), n_features)
+        if sees[g]:
+            out[members] = pattern * (mask * size)
+    return major_part, out
 
 
 def _calibrate_offset(
@@ -190,7 +253,8 @@ class _Modality:
         kind: str,
         n_features: int,
         index: int,
-        program: np.ndarray,
+        major: np.ndarray,
+        sees: np.ndarray,
         n_batches: int,
         cell_type: np.ndarray,
         batch: np.ndarray,
@@ -206,8 +270,7 @@ class _Modality:
         self.cell_type, self.batch = cell_type, batch
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
         n_cells = len(cell_type)
-        effects = _program_effects(rng, kind, int(program.max()) + 1, n_features)
-        self.type_effect = effects[program]  # types x features
+        self.major_effect, self.subtype_effect = _type_effects(rng, kind, major, sees, n_features)
         self.batch_shift = (
             rng.normal(0.0, _BATCH_UNIT[kind] * batch_effect, (n_batches, n_features))
         ).astype(np.float32)
@@ -215,16 +278,16 @@ class _Modality:
         self.cell_factor = np.zeros(n_cells, np.float32)
         self.dispersion = np.zeros(n_features, np.float32)
         if kind == "counts":
-            rate = np.exp(rng.normal(0.0, 1.2, n_features))
+            rate = np.exp(rng.normal(0.0, _RATE_SD, n_features))
             self.base = np.log(rate / rate.sum()).astype(np.float32)
-            log_library = np.log(_MEAN_LIBRARY_PER_GENE * n_features)
+            log_library = np.log(_LIBRARY_SIZE)
             self.cell_factor = (log_library + rng.normal(0.0, _LIBRARY_SD, n_cells)).astype(
                 np.float32
             )
             dispersion = noise * _DISPERSION * np.exp(rng.normal(0.0, 0.5, n_features))
             self.dispersion = dispersion.astype(np.float32)
         elif kind == "binary":
-            self.base = rng.normal(0.0, 1.0, n_features).astype(np.float32)
+            self.base = rng.normal(0.0, _PEAK_SD, n_features).astype(np.float32)
             self.cell_factor = rng.normal(0.0, _ACCESS_SD * noise, n_cells).astype(np.float32)
             self._sparsity = sparsity
         # Per-feature link terms: (feature, link index, coefficient, active types or None).
@@ -246,9 +309,19 @@ class _Modality:
         return [int(g) for g in self._rng.choice(pool, size=n, replace=False)]
 
     def finalize(self, link_features: list[int], group_weights: np.ndarray) -> None:
-        """Clear program effects on link features, calibrate sparsity, build lookup tables."""
+        """Adjust link features, calibrate depth or sparsity, build lookup tables."""
         if link_features:
-            self.type_effect[:, link_features] = 0.0
+            self.subtype_effect[:, link_features] = 0.0
+            self.major_effect[:, link_features] *= np.float32(_LINK_MAJOR_SCALE[self.kind])
+        self.type_effect = self.major_effect + self.subtype_effect
+        del self.major_effect, self.subtype_effect
+        if self.kind == "counts":
+            # Baseline rates such that a cell's expected total is exp(cell factor) on average.
+            shifts = (self.type_effect[:, None, :] + self.batch_shift[None, :, :]).reshape(
+                -1, self.n_features
+            )
+            total = group_weights @ np.exp(shifts.astype(np.float64) + self.base).sum(axis=1)
+            self.base -= np.float32(np.log(total))
         if self.kind == "binary" and link_features:
             # Moderately accessible link peaks, so both states are frequent.
             self.base[link_features] = self._rng.normal(-0.5, 0.3, len(link_features))
@@ -418,7 +491,8 @@ def simulate(
         continuous; times 0.5, 1 and 1).
     noise
         Scale of within-type variability: the continuous noise standard deviation, the NB
-        dispersion and the cell accessibility spread.
+        dispersion and the cell accessibility spread (counts also carry the Poisson noise of
+        their library size, about 10,000 UMIs per cell).
     sparsity
         Target expected fraction of zeros in binary modalities (link peaks excluded).
     seed
@@ -457,14 +531,15 @@ def simulate(
     factors = cell_rng.standard_normal((n_cells, n_links), dtype=np.float32)
 
     names = list(modalities)
-    programs = _programs(n_types, major_of_type, len(names))
+    views = _subtype_views(n_types, major_of_type, len(names))
     mods = {
         name: _Modality(
             name,
             modalities[name][0],
             int(modalities[name][1]),
             j,
-            programs[j],
+            major_of_type,
+            views[j],
             n_batches,
             cell_type,
             batch,

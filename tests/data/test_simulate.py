@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
@@ -65,6 +65,58 @@ def _floors(sim: SimulatedData) -> dict[str, float]:
             embeddings[name] = z / np.sqrt(z.var(axis=0).sum())
             out[name] = _kmeans_ari(z, labels)
         out["combined"] = _kmeans_ari(np.hstack(list(embeddings.values())), labels)
+    return out
+
+
+def _uniform_r2(x_true: np.ndarray, x_pred: np.ndarray) -> float:
+    """Mean per-feature R2 over the features whose variance exceeds 1e-8 (the contracts')."""
+    sst = ((x_true - x_true.mean(axis=0)) ** 2).sum(axis=0)
+    sse = ((x_true - x_pred) ** 2).sum(axis=0)
+    keep = sst / len(x_true) > 1e-8
+    return float(np.mean(1.0 - sse[keep] / sst[keep]))
+
+
+def _cell_auroc(x_true: np.ndarray, score: np.ndarray) -> float:
+    """Mean per-cell AUROC of ``score`` against ``x_true > 0`` (cells with both classes)."""
+    ranks = rankdata(score, axis=1)  # ties get their average rank, as in roc_auc_score
+    pos = x_true > 0
+    n_pos = pos.sum(axis=1)
+    n_neg = pos.shape[1] - n_pos
+    ok = (n_pos > 0) & (n_neg > 0)
+    auc = ((ranks * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2) / np.maximum(n_pos * n_neg, 1)
+    return float(auc[ok].mean())
+
+
+def _oracle_scores(sim: SimulatedData, seed: int) -> dict[str, dict[str, float]]:
+    """How well the group means of the training cells predict the test cells, per modality.
+
+    The predictor of a test cell is the mean (in the model-input space) of the training cells
+    (a random 80%) of its group: ``"type"`` groups by true cell type and batch (an upper bound
+    for any cross-modal predictor), ``"major"`` by major group and batch (what a modality that
+    does not see a cell's subtype can know). Uniform R2 for rna and ephys, per-cell AUROC for
+    atac, on the other 20%.
+    """
+    obs = sim.adatas["rna"].obs
+    batch = obs["batch"].cat.codes.to_numpy()
+    groups = {
+        "type": obs["cell_type"].cat.codes.to_numpy() * 2 + batch,
+        "major": obs["major_type"].cat.codes.to_numpy() * 2 + batch,
+    }
+    order = np.random.default_rng(seed).permutation(len(obs))
+    n_train = int(0.8 * len(obs))
+    train, test = order[:n_train], order[n_train:]
+    out: dict[str, dict[str, float]] = {"type": {}, "major": {}}
+    for name, adata in sim.adatas.items():
+        x = _preprocess(adata.X, sim.kinds[name])
+        for key, group in groups.items():
+            sums = np.zeros((group.max() + 1, x.shape[1]))
+            np.add.at(sums, group[train], x[train])
+            means = sums / np.bincount(group[train], minlength=len(sums))[:, None]
+            pred = means[group[test]]
+            if sim.kinds[name] == "binary":
+                out[key][name] = _cell_auroc(x[test], pred)
+            else:
+                out[key][name] = _uniform_r2(x[test], pred)
     return out
 
 
@@ -171,6 +223,23 @@ def test_integration_matters(default_sims, seed):
     for name in ("rna", "atac", "ephys"):
         assert floors[name] < 0.75, (name, floors)
     assert floors["combined"] >= 0.9, floors
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_types_predict_every_modality(default_sims, seed):
+    """The type signal dominates the noise, so cross-modal prediction can be good.
+
+    Knowing a cell's type and batch predicts its features well; knowing only its major group
+    and batch (all that a modality blind to its subtype can tell another) predicts most of it.
+    """
+    scores = _oracle_scores(default_sims[seed], seed)
+    for name in ("rna", "ephys"):
+        assert scores["type"][name] >= 0.65, (name, scores)
+        assert scores["major"][name] >= 0.5, (name, scores)
+    assert scores["type"]["atac"] >= 0.85, scores
+    assert scores["major"]["atac"] >= 0.8, scores
+    # The subtypes still carry signal of their own in rna, on top of the major groups.
+    assert scores["type"]["rna"] > scores["major"]["rna"] + 0.02, scores
 
 
 def test_links_are_detectable_in_active_types_only(default_sims):
