@@ -169,10 +169,6 @@ def child_mmint(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str
     import mmint.fit as fit_mod
 
     torch.set_num_threads(1)
-    # run_fit reloads the best checkpoint with Lightning's load_from_checkpoint, which under
-    # torch >= 2.6 defaults to weights_only=True and fails on the numpy arrays the datamodule
-    # state puts in the checkpoint (a bug in mmint/fit.py, reported); our own fresh checkpoint
-    os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     timer_cls = make_epoch_timer()
     holder: dict[str, Any] = {}
 
@@ -479,7 +475,32 @@ def child_scvi(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str,
     }
 
 
+def code_version() -> dict[str, Any]:
+    """The mmint code a fit ran with: git commit, and a hash of the package's .py files as
+    they were when the fit process started (other people edit the tree while fits run)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted((REPO / "mmint").rglob("*.py")):
+        digest.update(f.relative_to(REPO).as_posix().encode())
+        digest.update(f.read_bytes())
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "mmint"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        commit, dirty = "", ""
+    return {"commit": commit, "mmint_dirty": bool(dirty), "mmint_sha256": digest.hexdigest()[:16]}
+
+
 def child_main(args: argparse.Namespace) -> None:
+    code = code_version()
     out = Path(args.child_out)
     run_dir = Path(args.run_dir)
     fn = child_mmint if args.child == "mmint" else child_scvi
@@ -492,7 +513,13 @@ def child_main(args: argparse.Namespace) -> None:
         traceback.print_exc()
         res = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
     res.update(
-        {"dataset": args.dataset, "model": args.child, "seed": args.seed, "epochs": args.epochs}
+        {
+            "dataset": args.dataset,
+            "model": args.child,
+            "seed": args.seed,
+            "epochs": args.epochs,
+            "code": code,
+        }
     )
     atomic_json(out, res)
 
@@ -607,6 +634,10 @@ def flatten(res: dict[str, Any]) -> dict[str, Any]:
     row["n_train"] = _get(m, "split", "n_train")
     row["n_test"] = _get(m, "split", "n_test")
     row["auroc_atac_from_rna_noregion"] = _get(m, "auroc_noregion", "rna", "atac")
+    code = res.get("code") or {}
+    row["mmint_commit"] = code.get("commit")
+    row["mmint_sha256"] = code.get("mmint_sha256")
+    row["mmint_dirty"] = code.get("mmint_dirty")
     return row
 
 
@@ -881,7 +912,9 @@ def driver(args) -> None:
             meta["machine"]["load average at last update (1/5/15 min)"] = " ".join(
                 f"{x:.1f}" for x in os.getloadavg()
             )
-            meta["machine"]["driver wall at last update"] = f"{(time.time() - start) / 60:.1f} min"
+            meta["machine"]["this invocation's wall at last update"] = (
+                f"{(time.time() - start) / 60:.1f} min"
+            )
             write_tables(rows, work if args.smoke else Path(args.out), meta)
 
     def run_one(ds: str, model: str, seed: int, epochs: int) -> None:
