@@ -138,6 +138,39 @@ def run_one(protocol: str, seed: int, epochs: int, out: Path) -> dict:
     return row
 
 
+SUMMARY = [
+    "ari",
+    "ari_class",
+    "nmi",
+    "n_groups",
+    "ari_kmeans",
+    "r2_cross_variance_weighted",
+    "r2_cross_uniform",
+    "pca_ari_kmeans",
+    "pca_ari_class",
+    "pca_r2_cross_variance_weighted",
+    "kmeans_rna_pcs_ari",
+    "kmeans_rna_pcs_ari_class",
+    "seconds_per_epoch_stage1",
+    "seconds_per_epoch_stage2",
+]
+
+
+def summary(table: pd.DataFrame) -> str:
+    """Mean +/- sd over seeds per protocol, as a markdown table."""
+    rows = []
+    for key in SUMMARY:
+        cells = []
+        for protocol in ("reference", "honest"):
+            v = table.loc[table["protocol"] == protocol, key].astype(float)
+            cells.append(f"{v.mean():.3f} +/- {v.std(ddof=1):.3f} (n={len(v)})" if len(v) else "-")
+        rows.append(f"| {key} | {cells[0]} | {cells[1]} |")
+    head = (
+        "| metric | (a) reference protocol, all 448 cells | (b) honest, test cells |\n|---|---|---|"
+    )
+    return head + "\n" + "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -156,6 +189,8 @@ def main() -> None:
             done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
             atomic_write(table, done.to_csv(index=False))
             print(pd.DataFrame([row]).T.to_string(), flush=True)
+    atomic_write(args.out / "summary.md", summary(done))
+    print(summary(done))
 
 
 if __name__ == "__main__":
