@@ -28,7 +28,15 @@ from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 
 #: config keys that do not change results (left out of the config hash)
-_NOT_HASHED = ("logger", "hydra", "command", "trainer.enable_progress_bar", "suite")
+_NOT_HASHED = (
+    "logger",
+    "hydra",
+    "command",
+    "trainer.enable_progress_bar",
+    "suite",
+    "run",
+    "explain",
+)
 
 
 def plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
