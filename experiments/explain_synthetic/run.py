@@ -98,6 +98,100 @@ def direct_checks(model, dm, groups, links, activity) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def data_ranks(dm, groups, links, activity) -> pd.DataFrame:
+    """Model-free reference: rank of each link's source among all src features by |Pearson
+    correlation| with the target over the cells of the active group (can the data show it?)."""
+    rows = []
+    for row in activity[activity["active"]].itertuples(index=False):
+        link = links.iloc[row.link]
+        src, dst = link.source_modality, link.target_modality
+        cells = explain_cells(dm, groups, row.group, (src, dst), "all")
+        x = dense_rows(dm, src, cells).astype(np.float64)
+        y = dense_rows(dm, dst, cells)[:, _names(dm, dst).index(link.target_feature)]
+        xc, yc = x - x.mean(0), y - y.mean()
+        denom = np.sqrt((xc**2).sum(0) * (yc**2).sum()) + 1e-12
+        corr = np.abs(xc.T @ yc) / denom
+        si = _names(dm, src).index(link.source_feature)
+        rows.append(
+            {
+                "link": int(row.link),
+                "group": row.group,
+                "data_corr_rank": int((corr > corr[si]).sum() + 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def control_recovery(dm, groups, links, activity, args) -> pd.DataFrame:
+    """Positive control: a direct src -> dst MLP (Linear-BatchNorm-ReLU, explained by
+    DeepExplainer) trained on the training cells to predict only the link targets of dst,
+    explained and ranked exactly as the integrators' translations."""
+    from torch import nn
+
+    from mmint.explain.relevance import _background, _rank, shap_values
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for (src, dst), sub in links.groupby(["source_modality", "target_modality"]):
+        targets = sorted(set(links.loc[links["target_modality"] == dst, "target_feature"]))
+        t_idx = [_names(dm, dst).index(t) for t in targets]
+        train, val = dm.cells("train"), dm.cells("val")
+        x, y = (
+            torch.from_numpy(dense_rows(dm, src, train)),
+            torch.from_numpy(dense_rows(dm, dst, train)[:, t_idx]),
+        )
+        xv, yv = (
+            torch.from_numpy(dense_rows(dm, src, val)),
+            torch.from_numpy(dense_rows(dm, dst, val)[:, t_idx]),
+        )
+        torch.manual_seed(0)
+        net = nn.Sequential(
+            nn.Linear(x.shape[1], 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, len(targets))
+        )
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        best, state = float("inf"), None
+        for _ in range(300):
+            net.train()
+            opt.zero_grad()
+            loss = ((net(x) - y) ** 2).mean()
+            loss.backward()
+            opt.step()
+            net.eval()
+            with torch.no_grad():
+                v = float(((net(xv) - yv) ** 2).mean())
+            if v < best:
+                best, state = v, {k: t.clone() for k, t in net.state_dict().items()}
+        net.load_state_dict(state)
+        net.eval()
+        for li, link in sub.iterrows():
+            act = activity[(activity["link"] == li) & activity["active"]]
+            for group in act["group"]:
+                cells = explain_cells(dm, groups, group, (src, dst), "all")
+                cells = np.sort(rng.choice(cells, min(args.n_explain, len(cells)), replace=False))
+                bg = _background(
+                    "group",
+                    lambda c, m=src: dense_rows(dm, m, c),
+                    groups,
+                    dm,
+                    (src, dst),
+                    group,
+                    args.n_background,
+                    rng,
+                )
+                res = shap_values(net, dense_rows(dm, src, cells), bg, nsamples=args.nsamples)
+                imp = res.importance()[:, targets.index(link.target_feature)]
+                rank = _rank(imp)[_names(dm, src).index(link.source_feature)]
+                rows.append(
+                    {
+                        "link": int(li),
+                        "group": group,
+                        "control_rank": int(rank),
+                        "control_explainer": res.explainer,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
 def _names(dm, m: str) -> list[str]:
     from mmint.explain.relevance import feature_names
 
@@ -108,7 +202,7 @@ def explain_seed(
     run_dir: Path, args, explain_seed: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     """Relevance table, link ranks, direct checks and recovery summary of one run."""
-    _, model, dm = load_run(run_dir)
+    _, model, dm = load_run(run_dir, args.checkpoint)
     links = dm.data.extras["links"]
     groups = make_groups(model, dm, "class")
     targets: dict[str, list[str]] = {}
@@ -138,6 +232,7 @@ def explain_seed(
     summary["explainers"] = pd.Series([r["explainer"] for r in records]).value_counts().to_dict()
     summary["explain_seconds"] = seconds
     checks = direct_checks(model, dm, groups, links, activity)
+    checks = checks.merge(data_ranks(dm, groups, links, activity), on=["link", "group"])
     return table, ranks, checks, summary
 
 
@@ -153,7 +248,9 @@ def main() -> None:
     parser.add_argument("--runs", help="default: runs/explain_synthetic_e<epochs>")
     parser.add_argument("--out", help="default: experiments/explain_synthetic/results_e<epochs>")
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--checkpoint", default="best", help="best (as mmint explain) or last")
     parser.add_argument("--fit-only", action="store_true")
+    parser.add_argument("--no-control", action="store_true", help="skip the direct-MLP control")
     parser.add_argument(
         "--no-explain-repeat",
         action="store_true",
@@ -163,7 +260,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.runs = args.runs or str(ROOT / "runs" / f"explain_synthetic_e{args.epochs}")
-    out = Path(args.out or Path(__file__).parent / f"results_e{args.epochs}")
+    suffix = "" if args.checkpoint == "best" else f"_{args.checkpoint}"
+    out = Path(args.out or Path(__file__).parent / f"results_e{args.epochs}{suffix}")
     out.mkdir(parents=True, exist_ok=True)
     tables, all_ranks, all_checks, per_seed = [], [], [], {}
     for seed in args.seeds:
@@ -201,6 +299,20 @@ def main() -> None:
             "stability": rank_stability([tables[0], again]),
             "recall@10": again_summary["recall@10"],
         }
+    control = None
+    if not args.no_control:
+        _, model0, dm0 = load_run(Path(args.runs) / f"{args.model}_seed{args.seeds[0]}")
+        links0 = dm0.data.extras["links"]
+        groups0 = make_groups(model0, dm0, "class")
+        act0 = link_activity(links0, groups0, dm0.data.obs["cell_type"].astype(str).to_numpy())
+        ctrl = control_recovery(dm0, groups0, links0, act0, args)
+        ctrl.to_csv(out / "control_link_ranks.csv", index=False)
+        control = {
+            "recall@10": float((ctrl["control_rank"] <= K).mean()),
+            "median_rank": float(ctrl["control_rank"].median()),
+            "explainers": ctrl["control_explainer"].value_counts().to_dict(),
+        }
+        print(f"control: {control}", flush=True)
     ranks = pd.concat(all_ranks, ignore_index=True)
     checks = pd.concat(all_checks, ignore_index=True)
     ranks.to_csv(out / f"link_ranks_{args.model}.csv", index=False)
@@ -209,6 +321,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "epochs": args.epochs,
+        "checkpoint": args.checkpoint,
         "seeds": args.seeds,
         "sizes": {
             "n_explain": args.n_explain,
@@ -219,6 +332,7 @@ def main() -> None:
         "pooled": pooled,
         "stability": rank_stability(tables) if len(tables) > 1 else None,
         "explain_repeat_first_seed": repeat,
+        "control_direct_mlp": control,
         "recall@10_by_source": {
             m: float((sub["rank"] <= K).mean())
             for m, sub in ranks[ranks["active"]].groupby("source_modality")
@@ -227,6 +341,7 @@ def main() -> None:
         .mean(numeric_only=True)
         .to_dict(),
         "gradient_recall@10": float((checks["gradient_rank"] <= K).mean()),
+        "data_corr_recall@10": float((checks["data_corr_rank"] <= K).mean()),
     }
     write_json(out / f"summary_{args.model}.json", result)
     print(json.dumps(result, indent=2, default=str))
@@ -242,6 +357,7 @@ def main() -> None:
                 "rank",
                 "n_src",
                 "gradient_rank",
+                "data_corr_rank",
                 "corr_data",
                 "corr_source_prediction",
                 "r2_target",

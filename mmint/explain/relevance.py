@@ -272,7 +272,7 @@ def make_groups(model: Any, dm: Any, by: str = "auto") -> Groups:
     Parameters
     ----------
     by
-        ``model`` (the model's group head), ``label`` (``label_key``), ``class``
+        ``model`` (the model's group head; named by label for a classification head), ``label`` (``label_key``), ``class``
         (``class_key``), ``all`` (one group), an ``obs`` column name, or ``auto`` (``model``
         when the model has a group head, else ``label`` when the data has labels, else ``all``).
     """
@@ -282,6 +282,9 @@ def make_groups(model: Any, dm: Any, by: str = "auto") -> Groups:
         if codes is not None:
             k = int(getattr(getattr(model, "module", None), "n_groups", codes.max() + 1))
             names = [str(g) for g in range(k)]
+            labels = list(model.spec.label_names)
+            if getattr(model, "groups_are_labels", False) and len(labels) == k:
+                names = labels  # a classification head: its groups are the label categories
             return Groups(codes, names, "model", {nm: i for i, nm in enumerate(names)})
         if by == "model":
             raise InputError(

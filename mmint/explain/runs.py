@@ -37,6 +37,7 @@ from mmint.io import atomic_write, write_json
 #: options of ``mmint explain`` (``explain.<key>=...``) and their defaults
 DEFAULTS: dict[str, Any] = {
     "out": None,  # output folder; default <run>/explain
+    "checkpoint": "best",  # checkpoints/<name>.ckpt explained: best | last
     "groups": "auto",  # feature relevance groups: auto | model | label | class | all | <obs column>
     "only_groups": None,  # explain only these group names
     "pairs": None,  # ["src:dst", ...]; default every ordered pair of distinct modalities
@@ -81,8 +82,11 @@ def _plain(cfg: Any) -> Any:
     return cfg
 
 
-def load_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, Any]:
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict[str, Any], Any, Any]:
     """``(config, model, data module)`` of a run directory written by ``mmint fit``.
+
+    ``checkpoint`` names the file in ``checkpoints/`` (``best``, the model ``mmint fit``
+    selected, or ``last``).
 
     The data module is built from ``config.yaml`` as in :func:`mmint.fit.build_datamodule`,
     with the checkpoint's fitted transforms; its split must match ``split.json``.
@@ -100,9 +104,13 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], Any, Any]:
             where,
             "pass run=<a folder written by mmint fit>",
         )
-    ckpt = run / "checkpoints" / "best.ckpt"
+    ckpt = run / "checkpoints" / f"{checkpoint}.ckpt"
     if not ckpt.exists():
-        raise InputError("the run has no checkpoints/best.ckpt", where, "explain a finished run")
+        raise InputError(
+            f"the run has no checkpoints/{checkpoint}.ckpt",
+            where,
+            "explain a finished run (explain.checkpoint=best or last)",
+        )
     cfg = _plain(OmegaConf.load(run / "config.yaml"))
     name = cfg["model"]["name"]
     cls = model_class(name)
@@ -169,7 +177,7 @@ def explain_run(run_dir: str | Path, opts: Mapping[str, Any] | None = None) -> d
     summary (also written as ``summary.json``)."""
     o = options(opts)
     start = time.perf_counter()
-    cfg, model, dm = load_run(run_dir)
+    cfg, model, dm = load_run(run_dir, o["checkpoint"])
     out = Path(o["out"]) if o["out"] else Path(run_dir) / "explain"
     out.mkdir(parents=True, exist_ok=True)
     sizes = {k: o[k] for k in ("n_explain", "n_background", "nsamples", "batch_size")}
@@ -234,6 +242,7 @@ def explain_run(run_dir: str | Path, opts: Mapping[str, Any] | None = None) -> d
         "run": str(run_dir),
         "model": model.name,
         "data": cfg["data"]["name"],
+        "checkpoint": o["checkpoint"],
         "groups": groups.source,
         "n_groups": len(groups.names),
         "explainers": {str(k): int(v) for k, v in used.items()},

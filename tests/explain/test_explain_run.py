@@ -105,6 +105,9 @@ def test_load_run_restores_split_and_checks_it(run_dir, tmp_path):
     split = json.loads((run_dir / "split.json").read_text())
     assert [str(c) for c in dm.data.names[dm.split["test"]]] == split["test"]
     assert model.name == "unitednet" and cfg["model"]["name"] == "unitednet"
+    assert load_run(run_dir, "last")[1].name == "unitednet"
+    with pytest.raises(InputError, match="no checkpoints/nope.ckpt"):
+        load_run(run_dir, "nope")
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad, ignore=shutil.ignore_patterns("explain", "*.h5*"))
     split["train"], split["test"] = split["test"], split["train"]
@@ -120,3 +123,12 @@ def test_bad_input_is_an_input_error(tmp_path):
         main({"run": str(tmp_path)})
     with pytest.raises(InputError, match="unknown explain option"):
         options({"n_cells": 3})
+
+
+def test_root_config_explain_keys_are_known_options():
+    cfg = compose("explain", [])
+    assert "run" in cfg and cfg.run is None
+    given = dict(cfg.explain)
+    assert options(given)  # every key of configs/config.yaml's explain: is a known option
+    for key, value in given.items():
+        assert value == options()[key], key  # and its default is the library's

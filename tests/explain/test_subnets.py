@@ -89,3 +89,9 @@ def test_batchnorm_unitednet_is_explained_by_deep_explainer(tiny_dm):
 
     res = shap_values(Columns(group_network(model), [1]), both(cells), both(bg))
     assert res.explainer == "deep" and res.additivity_error < 1e-4
+
+
+def test_classification_head_groups_are_named_by_label(tiny_dm):
+    model = build_model("unitednet", tiny_dm.spec, task="supervised").eval()
+    groups = make_groups(model, tiny_dm, "model")
+    assert groups.names == ["T0", "T1", "T2", "T3"] and groups.column["T2"] == 2
