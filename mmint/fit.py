@@ -121,7 +121,15 @@ def train_model(
         monitor="val/loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
+        enable_version_counter=False,
+    )
+    # save_last on the monitored callback only writes when val/loss improves: a separate
+    # unmonitored one keeps the real last epoch
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="last",
+        monitor=None,
+        save_top_k=1,
         enable_version_counter=False,
     )
     metrics = IntegrationMetrics(
@@ -140,7 +148,7 @@ def train_model(
         precision=trainer_cfg.get("precision", "32-true"),
         deterministic=trainer_cfg.get("deterministic", False),
         logger=loggers or False,
-        callbacks=[checkpoint, metrics, curves, timing],
+        callbacks=[checkpoint, last, metrics, curves, timing],
         enable_progress_bar=bool(progress),
         enable_model_summary=False,
         num_sanity_val_steps=0,
