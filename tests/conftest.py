@@ -19,7 +19,9 @@ TINY = {"rna": ("counts", 100), "atac": ("binary", 200), "ephys": ("continuous",
 @pytest.fixture(scope="session")
 def tiny_sim():
     """300 cells, 4 types in 2 major groups, 2 batches, rna/atac/ephys."""
-    return simulate(n_cells=300, n_types=4, n_major=2, n_batches=2, modalities=TINY, n_links=4, seed=0)
+    return simulate(
+        n_cells=300, n_types=4, n_major=2, n_batches=2, modalities=TINY, n_links=4, seed=0
+    )
 
 
 @pytest.fixture(scope="session")

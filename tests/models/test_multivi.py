@@ -17,7 +17,6 @@ from mmint.data.spec import DataSpec
 from mmint.models import build_model
 from mmint.models.multivi import MultiVI
 from mmint.models.multivi.module import (
-    BatchAdversary,
     default_sizes,
     gaussian_mmd,
     jeffreys_divergence,
@@ -26,6 +25,7 @@ from mmint.models.multivi.module import (
     mix_posteriors,
 )
 from mmint.models.multivi.plan import kl_warmup
+from mmint.nn.adversary import BatchAdversary
 
 torch.set_num_threads(1)
 

@@ -148,6 +148,30 @@ def test_sample_negatives_only_other_groups_and_seeded():
     assert keep.tolist() == [False] and neg.shape == (0, 3)
 
 
+def test_sample_negatives_within_strata():
+    groups = torch.tensor([0, 0, 1, 2, 1, 0, 2, 1])
+    strata = torch.tensor([0, 1, 0, 1, 1, 0, 0, 1])
+    valid = torch.ones(8, dtype=torch.bool)
+    anchors = torch.tensor([0, 1, 3])
+    keep, neg = UL.sample_negatives(
+        groups, valid, anchors, 4000, torch.Generator().manual_seed(0), strata
+    )
+    assert keep.tolist() == [True, True, True]
+    # anchor 0 (group 0, batch 0) may draw rows 2 and 6 only: another group, its own batch
+    assert set(neg[0].tolist()) == {2, 6}
+    assert set(neg[1].tolist()) == {3, 4, 7}
+    assert set(neg[2].tolist()) == {1, 4, 7}
+    # one stratum for all rows: the same draws as the reference's sampling
+    g = torch.Generator().manual_seed(3)
+    plain = UL.sample_negatives(groups, valid, anchors, 9, g)[1]
+    g = torch.Generator().manual_seed(3)
+    same = UL.sample_negatives(groups, valid, anchors, 9, g, torch.zeros(8, dtype=torch.long))[1]
+    assert torch.equal(plain, same)
+    # an anchor whose batch has no other group is dropped
+    keep, _ = UL.sample_negatives(groups, valid, torch.tensor([0]), 2, None, torch.arange(8))
+    assert keep.tolist() == [False]
+
+
 def test_multiview_contrastive_by_hand_and_single_group_is_zero():
     # two modalities, two cells; cell 1's rows are identical so any drawn negative gives the same
     z_a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -291,11 +315,16 @@ def test_schedules_and_passes():
 
 def _snapshot(model: UnitedNet) -> dict[str, torch.Tensor]:
     model.module.head_outputs(model.latents(_batch()), {m: torch.ones(16) for m in N_FEATURES})
-    return {k: v.detach().clone() for k, v in model.module.named_parameters()}
+    return {k: v.detach().clone() for k, v in _params(model).items()}
+
+
+def _params(model: UnitedNet) -> dict[str, torch.Tensor]:
+    """Parameters by name, the module's without its ``module.`` prefix."""
+    return {k.removeprefix("module."): v for k, v in model.named_parameters()}
 
 
 def _changed(before: dict[str, torch.Tensor], model: UnitedNet) -> set[str]:
-    after = dict(model.module.named_parameters())
+    after = _params(model)
     parts = set()
     for k, v in before.items():
         if not torch.allclose(v, after[k], atol=1e-5, rtol=0):
@@ -309,11 +338,22 @@ def test_each_schedule_updates_only_its_parameters(mode):
     # happens to be predicted as one group
     torch.manual_seed(7)
     task = "unsupervised" if mode == "clustering" else "supervised"
-    model = _detached(UnitedNet(_spec(), task=task, n_head=2, latent_projector="linear"))
+    model = _detached(
+        UnitedNet(
+            _spec(), task=task, n_head=2, latent_projector="linear", batch_correction="adversarial"
+        )
+    )
     before = _snapshot(model)
     model._pgc_step(_batch())
-    # pgc step: encoders, decoders, latent projector; then its discriminator step
-    assert _changed(before, model) == {"encoders", "decoders", "latent_projector", "discriminators"}
+    # pgc step: encoders, decoders, latent projector; then the discriminator and batch
+    # adversary steps
+    assert _changed(before, model) == {
+        "encoders",
+        "decoders",
+        "latent_projector",
+        "discriminators",
+        "batch_adversary",
+    }
     before = _snapshot(model)
     model._group_step(_batch())
     heads = {"heads.fuser", "heads.projector", "heads.classifier"}
@@ -323,6 +363,64 @@ def test_each_schedule_updates_only_its_parameters(mode):
     x, masks = model._inputs(_batch())
     model._discriminator_step(model.optimizers()[1], x, {m: x[m] * 0.5 for m in x}, masks)
     assert _changed(before, model) == {"discriminators"}
+
+
+def test_batch_correction_defaults_and_decoder_inputs():
+    one = DataSpec(**{**_spec().to_dict(), "n_batches": 1})
+    assert UnitedNet(one).module.n_covariates == 0 and UnitedNet(one).batch_adversary is None
+    default = UnitedNet(_spec())
+    assert default.hparams["batch_correction"] == "covariate"  # resolved from the data
+    model = UnitedNet(_spec(), batch_correction="adversarial")
+    assert model.module.n_covariates == 2 and model.batch_adversary is not None
+    assert model.module.decoders["ephys"].net[0].in_features == model.module.latent_dim + 2
+    plain = UnitedNet(_spec(), batch_correction="none")
+    assert plain.module.n_covariates == 0 and plain.batch_adversary is None
+    cov = UnitedNet(_spec(), batch_correction="covariate")
+    assert cov.module.n_covariates == 2 and cov.batch_adversary is None
+    assert len(cov.configure_optimizers()) == 3 and len(model.configure_optimizers()) == 4
+    with pytest.raises(InputError, match="batch_correction"):
+        UnitedNet(_spec(), batch_correction="harmony")
+
+
+def test_batch_adversary_fool_loss_and_its_own_step():
+    torch.manual_seed(0)
+    model = _detached(UnitedNet(_spec(), batch_correction="adversarial"))
+    batch = {**_batch(), keys.BATCH: torch.arange(16) % 2}
+    x, masks = model._inputs(batch)
+    # the fooling loss's gradient reaches the encoders only (the adversary has its own step)
+    z = model.module.encode(x, masks)
+    fool = model._fool_batch_adversary(z, masks, batch)["batch_adversary"]
+    fool.backward()
+    assert all(p.grad is not None for p in model.module.encoders.parameters())
+    assert model.module.decoders["rna"].net[0].weight.grad is None
+    model.zero_grad(set_to_none=True)
+    # hand check: cross-entropy toward the other batch, mean over the modalities
+    with torch.no_grad():
+        model.batch_adversary.eval()
+        logp = [torch.log_softmax(model.batch_adversary.net(z[m]), 1) for m in model.modalities]
+        other = 1 - batch[keys.BATCH]
+        hand = torch.stack([-lp[torch.arange(16), other].mean() for lp in logp]).mean()
+        mine = model._fool_batch_adversary(z, masks, batch)["batch_adversary"]
+        torch.testing.assert_close(mine, hand)
+    model.batch_adversary.train()
+    before = _snapshot(model)
+    model._batch_adversary_step(z, masks, batch)
+    assert _changed(before, model) == {"batch_adversary"}
+
+
+def test_batch_adversary_learns_a_separable_batch():
+    torch.manual_seed(0)
+    model = _detached(UnitedNet(_spec(), lr=1e-2, batch_correction="adversarial"))
+    codes = torch.arange(64) % 2
+    z = {m: torch.randn(64, model.module.latent_dim) + 2.0 * codes[:, None] for m in N_FEATURES}
+    masks = {m: torch.ones(64) for m in N_FEATURES}
+    batch = {keys.BATCH: codes}
+    first = model.batch_adversary.loss(torch.cat(list(z.values())), codes.repeat(3), False)
+    for _ in range(50):
+        model._batch_adversary_step(z, masks, batch)
+    model.batch_adversary.eval()
+    last = model.batch_adversary.loss(torch.cat(list(z.values())), codes.repeat(3), False)
+    assert float(last) < 0.2 < float(first)
 
 
 def test_cluster_update_encoders_option():
@@ -625,7 +723,7 @@ def test_presets_build_and_step(preset):
 
 
 def test_explain_hooks_match_the_interface():
-    model = UnitedNet(_spec(), n_head=2).eval()
+    model = UnitedNet(_spec(), n_head=2, batch_correction="none").eval()
     model.module.best_head.fill_(1)
     batch = _batch(8)
     with torch.no_grad():
@@ -634,3 +732,12 @@ def test_explain_hooks_match_the_interface():
         probs = GroupNet(model.module)(torch.cat([batch[m] for m in model.modalities], dim=1))
         assert torch.equal(probs.argmax(1), model.predict_groups(batch))
         torch.testing.assert_close(probs.sum(1), torch.ones(8))
+        # batch-conditioned decoders: a fixed batch code matches cells of that batch, and
+        # without one the covariate is the uniform mix
+        model = UnitedNet(_spec(), batch_correction="covariate").eval()
+        for code in (0, 1):
+            one = {**batch, keys.BATCH: torch.full((8,), code)}
+            net = TranslationNet(model.module, "rna", "ephys", batch_code=code)
+            torch.testing.assert_close(net(batch["rna"]), model.translate(one, "rna", "ephys"))
+        mix = TranslationNet(model.module, "rna", "ephys")
+        torch.testing.assert_close(mix.cov, torch.tensor([[0.5, 0.5]]))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.modality import TARGET_SUM
+from mmint.nn.adversary import batch_one_hot
 from mmint.nn.likelihoods import log_bernoulli, log_nb, log_nb_mixture, log_normal, log_zinb
 from mmint.nn.mlp import MLP
 
@@ -481,7 +482,7 @@ class MultiVAE(nn.Module):
             return None
         if keys.BATCH not in batch:
             return torch.zeros(n, self.n_batches, device=device)
-        return F.one_hot(batch[keys.BATCH].long(), self.n_batches).float()
+        return batch_one_hot(batch[keys.BATCH], self.n_batches)
 
     def hidden(self, z: Tensor, batch: Batch, dst: str) -> Tensor:
         """Decoder hidden layer of ``dst`` for latent ``z``."""
@@ -577,31 +578,3 @@ def default_sizes(
     if n_latent is None:
         n_latent = max(1, int(math.sqrt(n_hidden)))
     return n_hidden, n_latent
-
-
-class BatchAdversary(nn.Module):
-    """Classifier of the batch from the latent, for adversarial batch mixing.
-
-    Two hidden layers of ``n_hidden`` units (ReLU, BatchNorm, dropout 0.1) as scvi-tools'
-    ``Classifier``.
-    """
-
-    def __init__(self, n_latent: int, n_batches: int, n_hidden: int = 32) -> None:
-        super().__init__()
-        self.n_batches = n_batches
-        self.net = MLP(
-            n_latent,
-            [n_hidden, n_hidden],
-            n_batches,
-            activation="relu",
-            dropout=0.1,
-            batch_norm=True,
-        )
-
-    def loss(self, z: Tensor, batch_codes: Tensor, fool: bool) -> Tensor:
-        """Cross-entropy toward the true batch, or (``fool``) toward uniform over the others."""
-        log_p = torch.log_softmax(self.net(z), -1)
-        target = F.one_hot(batch_codes.long(), self.n_batches).float()
-        if fool:
-            target = (1.0 - target) / (self.n_batches - 1)
-        return -(log_p * target).sum(-1).mean()

@@ -11,7 +11,6 @@ from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.multivi.module import (
-    BatchAdversary,
     GeneLikelihood,
     Library,
     LossOutput,
@@ -20,6 +19,7 @@ from mmint.models.multivi.module import (
     MultiVAE,
     default_sizes,
 )
+from mmint.nn.adversary import BatchAdversary
 
 
 def kl_warmup(epoch: int, n_epochs: int) -> float:

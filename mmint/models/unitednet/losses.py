@@ -74,6 +74,7 @@ def sample_negatives(
     anchors: Tensor,
     n_negatives: int,
     generator: torch.Generator | None = None,
+    strata: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw negatives for contrastive anchors among rows of another predicted group.
 
@@ -89,6 +90,9 @@ def sample_negatives(
         Draws per anchor, with replacement (uniform over the allowed rows).
     generator
         Random generator of the draws (reproducible sampling).
+    strata
+        Optional stratum of every row ``(R,)`` (the batch): negatives then come from the
+        anchor's own stratum only, so a latent cannot tell positives from negatives by it.
 
     Returns
     -------
@@ -97,13 +101,15 @@ def sample_negatives(
     negatives
         ``(keep.sum(), n_negatives)`` row indices.
     """
-    anchor_groups = groups[anchors]
+    strata = torch.zeros_like(groups) if strata is None else strata
+    anchor_keys = torch.stack([groups[anchors], strata[anchors]], dim=1)
     keep = torch.zeros_like(anchors, dtype=torch.bool)
     draws = anchors.new_zeros((anchors.shape[0], max(n_negatives, 0)))
-    # the allowed rows depend on the anchor's group only: draw per group (sorted, reproducible)
-    for g in torch.unique(anchor_groups).tolist():
-        rows = (valid & (groups != g)).nonzero().squeeze(1)
-        mine = anchor_groups == g
+    # the allowed rows depend on the anchor's group and stratum only: draw per (group,
+    # stratum) pair, in sorted order (reproducible)
+    for g, st in torch.unique(anchor_keys, dim=0).tolist():
+        rows = (valid & (groups != g) & (strata == st)).nonzero().squeeze(1)
+        mine = (anchor_keys[:, 0] == g) & (anchor_keys[:, 1] == st)
         if rows.numel() == 0:
             continue
         keep |= mine
@@ -156,6 +162,7 @@ def multiview_contrastive_loss(
     temperature: float = 0.1,
     negative_fraction: float = 0.25,
     generator: torch.Generator | None = None,
+    strata: Tensor | None = None,
 ) -> Tensor:
     """The reference's contrastive loss across modalities.
 
@@ -175,6 +182,9 @@ def multiview_contrastive_loss(
         Predicted group per cell ``(B,)`` (no gradient).
     temperature, negative_fraction, generator
         As in :func:`contrastive_loss` and :func:`sample_negatives`.
+    strata
+        Optional stratum per cell ``(B,)`` (the batch): negatives from the anchor's own
+        stratum only (see :func:`sample_negatives`); ``None``: the reference's sampling.
     """
     m, b = len(latents), latents[0].shape[0]
     stacked = torch.cat(list(latents), dim=0)
@@ -195,6 +205,7 @@ def multiview_contrastive_loss(
         positives[:, 0],
         int(negative_fraction * m * b),
         generator,
+        None if strata is None else strata.repeat(m),
     )
     if not bool(keep.any()) or negatives.shape[1] == 0:
         return stacked.sum() * 0.0

@@ -137,6 +137,9 @@ class UnitedNetModule(nn.Module):
         Discriminator output units and norm (LayerNorm over one unit is refused).
     init
         ``"kaiming_normal"`` (every ``Linear`` weight, as in the reference) or ``"default"``.
+    n_covariates
+        Width of a covariate (the one-hot batch) appended to every decoder's input; 0: none
+        (the reference).
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class UnitedNetModule(nn.Module):
         discriminator_out_dim: int = 1,
         discriminator_out_norm: str | None = None,
         init: str = "kaiming_normal",
+        n_covariates: int = 0,
     ) -> None:
         super().__init__()
         if fuser not in FUSERS:
@@ -176,6 +180,7 @@ class UnitedNetModule(nn.Module):
         self.binary = {m: bool(binary[m]) for m in self.modalities}
         self.latent_dim = latent_dim
         self.n_groups = n_groups
+        self.n_covariates = n_covariates
         dropout = dropout or {}
         net = {"activation": activation, "batch_norm": batch_norm, "layer_norm": layer_norm}
         self.encoders = nn.ModuleDict()
@@ -192,7 +197,9 @@ class UnitedNetModule(nn.Module):
                 **net,
                 **p,
             )
-            self.decoders[m] = MLP(latent_dim, decoder_hidden[m], n_features[m], **net, **p)
+            self.decoders[m] = MLP(
+                latent_dim + n_covariates, decoder_hidden[m], n_features[m], **net, **p
+            )
             self.discriminators[m] = MLP(
                 n_features[m],
                 discriminator_hidden[m],
@@ -269,8 +276,17 @@ class UnitedNetModule(nn.Module):
                 out[m] = z.index_put((obs.nonzero().squeeze(1),), self.encoders[m](x[m][obs]))
         return out
 
-    def decode(self, z: Tensor, dst: str, probabilities: bool = False) -> Tensor:
-        """Decoder ``dst`` on latents ``z``; logits of a binary modality unless ``probabilities``."""
+    def decode(
+        self, z: Tensor, dst: str, probabilities: bool = False, cov: Tensor | None = None
+    ) -> Tensor:
+        """Decoder ``dst`` on latents ``z`` (and covariates ``cov`` when the decoders take them).
+
+        Logits of a binary modality unless ``probabilities``.
+        """
+        if self.n_covariates:
+            if cov is None:
+                raise ValueError("the decoders take covariates: pass cov (the one-hot batch)")
+            z = torch.cat([z, cov], dim=1)
         out = self.decoders[dst](z)
         return torch.sigmoid(out) if probabilities and self.binary[dst] else out
 
@@ -315,6 +331,7 @@ class UnitedNetModule(nn.Module):
         targets: dict[str, Tensor],
         masks: dict[str, Tensor],
         cross: bool,
+        cov: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor, bool, str, str]]:
         """``(pred, target, binary, dst, src)`` for the diagonal (``cross=False``) or the
         off-diagonal pairs, over the cells that have both modalities."""
@@ -324,11 +341,11 @@ class UnitedNetModule(nn.Module):
                 if (dst == src) == cross:
                     continue
                 both = (masks[dst] > 0) & (masks[src] > 0)
-                if bool(both.all()):
-                    zz, tt = z[src], targets[dst]
-                else:
-                    zz, tt = z[src][both], targets[dst][both]
-                terms.append((self.decode(zz, dst), tt, self.binary[dst], dst, src))
+                zz, tt, cc = z[src], targets[dst], cov
+                if not bool(both.all()):
+                    zz, tt = zz[both], tt[both]
+                    cc = None if cc is None else cc[both]
+                terms.append((self.decode(zz, dst, cov=cc), tt, self.binary[dst], dst, src))
         return terms
 
     def pgc_losses(
@@ -345,6 +362,8 @@ class UnitedNetModule(nn.Module):
         generator: torch.Generator | None = None,
         z: dict[str, Tensor] | None = None,
         groups: Tensor | None = None,
+        cov: Tensor | None = None,
+        strata: Tensor | None = None,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Unweighted prediction / translation / contrastive / generator losses.
 
@@ -364,6 +383,10 @@ class UnitedNetModule(nn.Module):
             Latents when already computed.
         groups
             Predicted group per cell for contrastive negatives (default: the best head's).
+        cov
+            Decoder covariates per cell (the one-hot batch), when the decoders take them.
+        strata
+            Batch code per cell: contrastive negatives from the anchor's batch only.
 
         Returns
         -------
@@ -375,11 +398,11 @@ class UnitedNetModule(nn.Module):
         """
         z = self.encode(inputs, masks) if z is None else z
         out: dict[str, Tensor] = {}
-        recon = self.translation_terms(z, targets, masks, cross=False)
+        recon = self.translation_terms(z, targets, masks, cross=False, cov=cov)
         out["reconstruction"] = L.mean_distance([t[:3] for t in recon])
         if translation and len(self.modalities) > 1:
             out["translation"] = L.mean_distance(
-                [t[:3] for t in self.translation_terms(z, targets, masks, cross=True)]
+                [t[:3] for t in self.translation_terms(z, targets, masks, cross=True, cov=cov)]
             )
         if contrastive and len(self.modalities) > 1:
             if groups is None:
@@ -393,6 +416,7 @@ class UnitedNetModule(nn.Module):
                 temperature,
                 negative_fraction,
                 generator,
+                strata,
             )
         fakes: dict[str, Tensor] = {}
         if adversarial:
@@ -458,16 +482,32 @@ class UnitedNetModule(nn.Module):
 
 
 class TranslationNet(nn.Module):
-    """``x_src -> x_hat_dst`` (probabilities for a binary target): a hook for explainers."""
+    """``x_src -> x_hat_dst`` (probabilities for a binary target): a hook for explainers.
 
-    def __init__(self, module: UnitedNetModule, src: str, dst: str) -> None:
+    With batch-conditioned decoders the covariate is fixed: batch ``batch_code``, or with
+    ``None`` the uniform mix of the batches (a prediction averaged over batches in its input),
+    so the net takes ``x_src`` only.
+    """
+
+    def __init__(
+        self, module: UnitedNetModule, src: str, dst: str, batch_code: int | None = None
+    ) -> None:
         super().__init__()
         self.encoder, self.decoder = module.encoders[src], module.decoders[dst]
         self.binary = module.binary[dst]
+        k = module.n_covariates
+        cov = torch.full((1, k), 1.0 / k) if k else torch.zeros(1, 0)
+        if k and batch_code is not None:
+            cov = torch.zeros(1, k)
+            cov[0, batch_code] = 1.0
+        self.register_buffer("cov", cov)
 
     def forward(self, x: Tensor) -> Tensor:
         """Translate a batch of ``src`` inputs."""
-        out = self.decoder(self.encoder(x))
+        z = self.encoder(x)
+        if self.cov.shape[1]:
+            z = torch.cat([z, self.cov.expand(z.shape[0], -1)], dim=1)
+        out = self.decoder(z)
         return torch.sigmoid(out) if self.binary else out
 
 

@@ -29,12 +29,14 @@ from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.unitednet.module import FUSERS, LATENT_PROJECTORS, UnitedNetModule
+from mmint.nn.adversary import BatchAdversary, batch_one_hot
 
 TASKS = ("unsupervised", "supervised", "pgc_only", "group_only", "joint")
 ALTERNATIONS = ("epoch", "batch")
 STAGES = ("train", "finetune", "transfer")
 GROUP_MODES = ("classification", "clustering")
 SELECTION_LOSSES = ("translation", "reconstruction", "cross_entropy", "ddc")
+BATCH_CORRECTIONS = ("none", "covariate", "adversarial")
 
 Hidden = Sequence[int] | Mapping[str, Sequence[int]] | None
 
@@ -105,6 +107,15 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         The loss logged as ``val/loss``; default: ``translation`` for ``pgc_only`` and the
         ``finetune`` stage, else ``cross_entropy`` (classification) or ``ddc`` (clustering),
         of the best head.
+    batch_correction
+        ``none`` (the reference), ``covariate`` (every decoder also takes the one-hot batch,
+        so the latents need not carry it, and contrastive negatives are drawn from the
+        anchor's own batch, so the contrastive loss cannot reward keeping it) or
+        ``adversarial`` (``covariate`` plus a batch classifier on each modality's latent that
+        the encoders learn to fool, with its own optimizer). Default: ``covariate`` when the
+        data has several batches (see docs/unitednet.md for the measurements).
+    batch_adversary_weight
+        Weight of the encoders' fooling loss (``adversarial``).
     seed
         Seed of the contrastive negative sampling.
     """
@@ -157,6 +168,8 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         gradient_clip_val: float | None = 25.0,
         selection_loss: str | None = None,
         init: str = "kaiming_normal",
+        batch_correction: str | None = None,
+        batch_adversary_weight: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__(spec)
@@ -170,6 +183,11 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             _choice("group_mode", group_mode, GROUP_MODES)
         if selection_loss is not None:
             _choice("selection_loss", selection_loss, SELECTION_LOSSES)
+        if batch_correction is None:
+            batch_correction = "covariate" if spec.n_batches > 1 else "none"
+        _choice("batch_correction", batch_correction, BATCH_CORRECTIONS)
+        if spec.n_batches < 2:
+            batch_correction = "none"  # nothing to correct: the same network as the reference
         if n_head < 1:
             raise InputError(f"n_head={n_head}", "model.n_head", "use at least 1 head")
         mods = list(spec.modalities)
@@ -207,6 +225,13 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             discriminator_out_dim,
             discriminator_out_norm,
             init,
+            spec.n_batches if batch_correction != "none" else 0,
+        )
+        # outside the module's parameter groups: only its own optimizer steps it
+        self.batch_adversary = (
+            BatchAdversary(latent_dim, spec.n_batches)
+            if batch_correction == "adversarial"
+            else None
         )
         weights = spec.class_weights() if spec.train_label_counts else []
         cw = torch.tensor(weights, dtype=torch.float32) if len(weights) == n_groups else None
@@ -307,17 +332,21 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
 
     # ------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """``[pgc, discriminator, group]`` Adam optimizers (``joint``: pgc holds all)."""
+        """``[pgc, discriminator, group]`` Adam optimizers (``joint``: pgc holds all), plus the
+        batch adversary's when ``batch_correction="adversarial"``."""
         m, hp = self.module, self.hparams
         with_enc = self.group_mode == "classification" or hp["cluster_update_encoders"]
         pgc = m.pgc_parameters()
         if self.task == "joint":
             pgc = pgc + m.group_parameters(with_encoders=False)
-        return [
+        opts = [
             torch.optim.Adam(pgc, lr=hp["lr"]),
             torch.optim.Adam(m.discriminator_parameters(), lr=hp["discriminator_lr"] or hp["lr"]),
             torch.optim.Adam(m.group_parameters(with_encoders=with_enc), lr=hp["lr"]),
         ]
+        if self.batch_adversary is not None:
+            opts.append(torch.optim.Adam(self.batch_adversary.parameters(), lr=hp["lr"]))
+        return opts
 
     def on_fit_start(self) -> None:
         """Seed the contrastive sampling generator on the model's device."""
@@ -346,17 +375,50 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         return [schedule[min(batch_idx // per_pass, n_passes - 1)]]
 
     def _pgc_step(self, batch: Batch) -> None:
-        opt, opt_d, _ = self.optimizers()
+        opt, opt_d = self.optimizers()[:2]
         x, masks = self._inputs(batch)
-        losses, fakes = self._pgc_losses(x, masks)
+        z = self.module.encode(self._noised(x, masks), masks)
+        losses, fakes = self._pgc_losses(x, masks, z=z, batch=batch)
+        losses.update(self._fool_batch_adversary(z, masks, batch))
         total = self._weighted(losses)
         self._step(opt, total)
         self._log_train(losses, x)
         if fakes:
             self._discriminator_step(opt_d, x, fakes, masks)
+        self._batch_adversary_step(z, masks, batch)
+
+    def _fool_batch_adversary(self, z, masks, batch: Batch) -> dict[str, Tensor]:
+        """The encoders' loss for fooling the batch adversary (empty without one)."""
+        if self.batch_adversary is None:
+            return {}
+        codes = batch[keys.BATCH]
+        terms = [
+            self.batch_adversary.loss(z[m][masks[m] > 0], codes[masks[m] > 0], fool=True)
+            for m in self.modalities
+            if int((masks[m] > 0).sum()) > 1
+        ]
+        return {"batch_adversary": torch.stack(terms).mean()} if terms else {}
+
+    def _batch_adversary_step(self, z, masks, batch: Batch) -> None:
+        """One step of the batch adversary on the detached latents of every modality."""
+        if self.batch_adversary is None:
+            return
+        obs = {m: masks[m] > 0 for m in self.modalities}
+        zs = torch.cat([z[m].detach()[obs[m]] for m in self.modalities])
+        if zs.shape[0] < 2:
+            return
+        codes = torch.cat([batch[keys.BATCH][obs[m]] for m in self.modalities])
+        loss = self.batch_adversary.loss(zs, codes, fool=False)
+        self._step(self.optimizers()[3], loss)
+        self._log_train({"batch_classifier": loss}, {self.modalities[0]: zs})
+
+    def _cov(self, batch: Batch | None) -> Tensor | None:
+        """The decoders' covariate: one-hot batch codes, or ``None`` (no batch correction)."""
+        k = self.module.n_covariates
+        return batch_one_hot(batch[keys.BATCH], k) if k else None
 
     def _group_step(self, batch: Batch) -> None:
-        _, _, opt = self.optimizers()
+        opt = self.optimizers()[2]
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
         if self.group_mode == "classification" and not bool((labels >= 0).any()):
@@ -372,27 +434,31 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         self._log_train({k: v[self.module.best()] for k, v in losses.items()}, x)
 
     def _joint_step(self, batch: Batch) -> None:
-        opt, opt_d, _ = self.optimizers()
+        opt, opt_d = self.optimizers()[:2]
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
         z = self.module.encode(self._noised(x, masks), masks)
         group, logits = self.module.group_losses(
             z, masks, labels, self.group_mode, self.class_weights, self.hparams["ddc_rel_sigma"]
         )
-        losses, fakes = self._pgc_losses(x, masks, z=z, groups=logits.detach().argmax(1))
+        groups = logits.detach().argmax(1)
+        losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch)
+        losses.update(self._fool_batch_adversary(z, masks, batch))
         self._step(opt, self._weighted(losses) + self._group_total(group))
         self._track_heads(group, labels, x, train=True)
         self._log_train({**losses, **{k: v[self.module.best()] for k, v in group.items()}}, x)
         if fakes:
             self._discriminator_step(opt_d, x, fakes, masks)
+        self._batch_adversary_step(z, masks, batch)
 
     def _discriminator_step(self, opt, x, fakes, masks) -> None:
         loss = self.module.discriminator_loss(x, fakes, masks)
         self._step(opt, self.hparams["discriminator_weight"] * loss)
         self._log_train({"discriminator": loss}, x)
 
-    def _pgc_losses(self, x, masks, z=None, groups=None):
+    def _pgc_losses(self, x, masks, z=None, groups=None, batch: Batch | None = None):
         hp = self.hparams
+        correct = batch is not None and self.module.n_covariates > 0
         return self.module.pgc_losses(
             self._noised(x, masks) if z is None else x,
             x,
@@ -406,6 +472,8 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             generator=self._generator,
             z=z,
             groups=groups,
+            cov=self._cov(batch) if correct else None,
+            strata=batch[keys.BATCH] if correct else None,
         )
 
     def _step(self, opt, loss: Tensor) -> None:
@@ -429,7 +497,9 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
         z = self.module.encode(x, masks)
-        losses, _ = self.module.pgc_losses(x, x, masks, contrastive=False, adversarial=False, z=z)
+        losses, _ = self.module.pgc_losses(
+            x, x, masks, contrastive=False, adversarial=False, z=z, cov=self._cov(batch)
+        )
         n = x[self.modalities[0]].shape[0]
         self._val_pgc["translation"] += (
             float(losses.get("translation", losses["reconstruction"])) * n
@@ -517,7 +587,8 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
     def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
         """``D_dst(E_src(x_src))`` in ``dst``'s model-input space (probabilities if binary)."""
         x = _dense(batch[src])
-        return self.module.decode(self.module.encoders[src](x), dst, probabilities=True)
+        z = self.module.encoders[src](x)
+        return self.module.decode(z, dst, probabilities=True, cov=self._cov(batch))
 
     def predict_groups(self, batch: Batch) -> Tensor | None:
         """Best head's group per cell (``None`` for ``pgc_only``: its heads are not trained)."""
