@@ -53,6 +53,18 @@ class _MultiVITranslator(nn.Module):
         return self.module.predict(z, batch, self.dst)
 
 
+class _AppendConstant(nn.Module):
+    """Append a constant row (the decoders' batch covariate) to every input row."""
+
+    def __init__(self, row: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("row", row.reshape(1, -1).clone())
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``[z, row]`` for every row of ``z``."""
+        return torch.cat([z, self.row.expand(z.shape[0], -1)], dim=1)
+
+
 class _Linear(nn.Module):
     """PCA baseline: ``(x - mean) @ components.T @ coef + intercept`` (no clipping)."""
 
@@ -80,8 +92,8 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
     src, dst
         Modality names (``src == dst`` is the reconstruction).
     batch_code
-        Batch used by decoders that take the batch as a covariate (CVQVAE with
-        ``decoder_batch``, MultiVI with several batches).
+        Batch used by decoders that take the batch as a covariate (UnitedNet with
+        ``batch_correction``, CVQVAE with ``decoder_batch``, MultiVI with several batches).
     """
     for m in (src, dst):
         if m not in model.modalities:
@@ -92,8 +104,9 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
     if name == "unitednet":
         from mmint.models.unitednet import TranslationNet
 
-        hook = TranslationNet(model.module, src, dst)
-        layers = [hook.encoder, hook.decoder] + ([nn.Sigmoid()] if hook.binary else [])
+        hook = TranslationNet(model.module, src, dst, batch_code=batch_code)
+        cov = [_AppendConstant(hook.cov)] if hook.cov.shape[1] else []
+        layers = [hook.encoder, *cov, hook.decoder] + ([nn.Sigmoid()] if hook.binary else [])
         net: nn.Module = nn.Sequential(*layers)
     elif name == "cvqvae":
         net = model.translator(src, dst, batch_code=batch_code)
