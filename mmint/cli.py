@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as err:
         fail(err)
     task = _fit_task if command == "fit" else _command_module(command)
+    if command == "explain" and not any(a.startswith("hydra.run.dir=") for a in rest):
+        # explain writes into the given run directory: no timestamped Hydra folder of its own
+        rest = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout", *rest]
     _hydra_main(task, command, rest)
 
 

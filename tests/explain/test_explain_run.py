@@ -100,6 +100,31 @@ def test_explain_by_labels_without_plots(run_dir, tmp_path):
     assert not (out / "group_relevance.csv").exists()
 
 
+def test_explain_command_line_leaves_no_hydra_folder(run_dir, tmp_path, monkeypatch):
+    from mmint.cli import main as mmint_main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "cli"
+    mmint_main(
+        [
+            "explain",
+            f"run={run_dir}",
+            f"explain.out={out}",
+            "explain.group_relevance=false",
+            "explain.plots=false",
+            "explain.pairs=['rna:atac']",
+            "explain.n_explain=8",
+            "explain.n_background=8",
+            "explain.nsamples=8",
+            "explain.n_dst_features=2",
+            "explain.min_cells=3",
+        ]
+    )
+    assert (out / "feature_relevance.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # no runs/, no .hydra
+    assert not list(run_dir.glob("**/.hydra/overrides.yaml"))
+
+
 def test_load_run_restores_split_and_checks_it(run_dir, tmp_path):
     cfg, model, dm = load_run(run_dir)
     split = json.loads((run_dir / "split.json").read_text())
