@@ -286,3 +286,32 @@ def test_config_lists_every_constructor_argument():
     assert set(rest) == set(params) - {"self", "spec"}
     model = build_model("multivi", make_spec(), **rest)
     assert model.hparams["lr"] == cfg["lr"]
+
+
+def test_protein_rates_start_at_the_training_mean_once():
+    from types import SimpleNamespace
+
+    from mmint.models.multivi.module import ProteinDecoder
+
+    spec = make_spec(("rna", "adt"), n_batches=1)
+    model = MultiVI(spec, protein_mixture=True)
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.uniform(5, 500, size=8), size=(30, 8)).astype(np.float32)
+    counts[:10] = 1e6  # not training cells: must not enter the mean
+    masks = np.ones(30, dtype=np.float32)
+    masks[25:] = 0  # cells without adt: not in the mean either
+    counts[25:] = 0
+    dm = SimpleNamespace(
+        counts={"adt": counts}, split={"train": np.arange(10, 30)}, masks={"adt": masks}
+    )
+    model._init_protein_rates(dm)
+    dec = model.module.decoders["adt"]
+    assert isinstance(dec, ProteinDecoder)
+    expected = np.log(counts[10:25].mean(0))
+    np.testing.assert_allclose(dec.log_rate.bias.detach().numpy(), expected, rtol=1e-5)
+    assert bool(model.protein_rates_initialised)
+    # a second fit of the trained model keeps its rates
+    with torch.no_grad():
+        dec.log_rate.bias.zero_()
+    model._init_protein_rates(dm)
+    assert float(dec.log_rate.bias.abs().max()) == 0.0

@@ -248,6 +248,16 @@ class ProteinDecoder(_Decoder):
         self.mix_logits = nn.Linear(n_hidden, n_features) if mixture else None
         self.log_theta = nn.Parameter(torch.zeros(n_features))
 
+    @torch.no_grad()
+    def init_rates(self, mean_counts: Tensor) -> None:
+        """Start the (background) log-rate at the log mean count of each protein.
+
+        totalVI / MULTIVI start their protein background from the training data too; from a
+        zero bias (rate 1) the rates of ADT panels (hundreds of counts) take far more steps
+        than a run has at lr 1e-4.
+        """
+        self.log_rate.bias.copy_(torch.log(mean_counts.clamp_min(1e-3)))
+
     def _rates(self, h: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         back = torch.exp(self.log_rate(h).clamp(max=_MAX_LOG))
         if not self.mixture:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -17,6 +18,7 @@ from mmint.models.multivi.module import (
     ModalityPenalty,
     ModalityWeights,
     MultiVAE,
+    ProteinDecoder,
     default_sizes,
 )
 from mmint.nn.adversary import BatchAdversary
@@ -148,6 +150,8 @@ class MultiVI(IntegratorModule):
             penalty_weight=penalty_weight,
             n_cells=n_cells or 0,
         )
+        # in checkpoints: a later fit of a trained model must not re-initialise its rates
+        self.register_buffer("protein_rates_initialised", torch.tensor(False))
         # the adversary lives outside the VAE so that the VAE optimizer never touches it
         self.adversary = (
             BatchAdversary(latent, s.n_batches) if adversarial_mixing and s.n_batches > 1 else None
@@ -155,10 +159,13 @@ class MultiVI(IntegratorModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Size the per-cell weight table from the data module (``modality_weights="cell"``)."""
+        """Size the per-cell weight table from the data module (``modality_weights="cell"``)
+        and, before a fit, start the protein rates at the training cells' mean counts."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit":
+            self._init_protein_rates(dm)
         if self.hparams["modality_weights"] != "cell" or self.hparams["n_cells"]:
             return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data = getattr(dm, "data", None)
         if data is None:
             raise ValueError("modality_weights='cell' needs n_cells (or a PairedDataModule)")
@@ -166,6 +173,26 @@ class MultiVI(IntegratorModule):
         self.module.weight_logits = nn.Parameter(torch.zeros(n, len(self.modalities)))
         # recorded so that load_from_checkpoint rebuilds the table at this size
         self.hparams["n_cells"] = n
+
+    def _init_protein_rates(self, dm: Any) -> None:
+        """Protein decoders' log-rate bias = log mean count over the observed training cells.
+
+        Done once (a buffer records it); a resumed fit restores the checkpoint's weights after
+        this, so it never overrides trained weights.
+        """
+        counts = getattr(dm, "counts", None)
+        if bool(self.protein_rates_initialised) or not counts:
+            return
+        train = dm.split["train"]
+        for m, dec in self.module.decoders.items():
+            if not isinstance(dec, ProteinDecoder) or m not in counts:
+                continue
+            rows = train[dm.masks[m][train] > 0]
+            if len(rows) == 0:
+                continue
+            mean = np.asarray(counts[m][rows].mean(axis=0), dtype=np.float32).ravel()
+            dec.init_rates(torch.from_numpy(mean).to(dec.log_rate.bias.device))
+        self.protein_rates_initialised.fill_(True)
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """AdamW for the VAE; Adam for the batch classifier when it is on."""
