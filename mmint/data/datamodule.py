@@ -205,6 +205,10 @@ class PairedDataModule(L.LightningDataModule):
             n_batches=len(self.batch_names),
             label_names=list(self.label_names),
             train_label_counts=[int(c) for c in counts],
+            train_batch_counts=[
+                int(c)
+                for c in np.bincount(self.batch_codes[train], minlength=len(self.batch_names))
+            ],
             input_variance=variance,
             n_train=len(train),
             feature_names={

@@ -32,6 +32,8 @@ class DataSpec:
         Label categories (empty when there are no labels).
     train_label_counts
         Number of labelled training cells per label category (for class weights).
+    train_batch_counts
+        Number of training cells per batch code (empty: unknown, every batch counts as seen).
     input_variance
         ``{modality: variance of the model input over training cells}`` (all entries pooled).
     n_train
@@ -47,6 +49,7 @@ class DataSpec:
     n_batches: int = 1
     label_names: list[str] = field(default_factory=list)
     train_label_counts: list[int] = field(default_factory=list)
+    train_batch_counts: list[int] = field(default_factory=list)
     input_variance: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     feature_names: dict[str, list[str]] = field(default_factory=dict)
@@ -65,6 +68,13 @@ class DataSpec:
         present = [c for c in counts if c > 0]
         n, n_classes = sum(present), len(present)
         return [n / (n_classes * c) if c > 0 else 0.0 for c in counts]
+
+    def seen_batches(self) -> list[bool]:
+        """Per batch code, whether training cells have it (all true when not recorded)."""
+        counts = self.train_batch_counts
+        if len(counts) != self.n_batches:
+            return [True] * self.n_batches
+        return [c > 0 for c in counts]
 
     def to_dict(self, with_feature_names: bool = False) -> dict[str, Any]:
         """Plain-dict form (feature names left out by default to keep checkpoints small)."""

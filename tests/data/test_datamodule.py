@@ -128,6 +128,15 @@ def test_spec(tiny_dm):
     assert spec.n_train == len(tiny_dm.split["train"])
     assert spec.n_batches == 2 and spec.n_labels == 4
     assert sum(spec.train_label_counts) == spec.n_train
+    codes = tiny_dm.batch_codes[tiny_dm.split["train"]]
+    assert spec.train_batch_counts == np.bincount(codes, minlength=2).tolist()
+    assert spec.seen_batches() == [True, True]
+
+
+def test_spec_marks_a_held_out_batch_unseen(tiny_data):
+    dm = _dm(tiny_data, split={"kind": "holdout_batch", "holdout": ["b1"]})
+    assert dm.spec.train_batch_counts[1] == 0 and dm.spec.train_batch_counts[0] > 0
+    assert dm.spec.seen_batches() == [True, False]
 
 
 # ---------------------------------------------------------------------- loaders

@@ -245,6 +245,11 @@ def test_interface_shapes_and_ranges():
         batch[BATCH] = torch.ones(16).long()
         hook = cond.translator("atac", "rna", batch_code=1)
         assert torch.allclose(hook(batch["atac"]), cond.translate(batch, "atac", "rna"))
+        # batch 1 without training cells: decoded as the seen batch 0
+        held = DataSpec(**{**spec.to_dict(), "n_batches": 2, "train_batch_counts": [9, 0]})
+        cond = CVQVAE(held, decoder_batch=True, **SMALL).eval()
+        as_seen = cond.translator("atac", "rna", batch_code=0)
+        assert torch.allclose(as_seen(batch["atac"]), cond.translate(batch, "atac", "rna"))
     assert build_model("cvqvae", spec, **SMALL).name == "cvqvae"
 
 

@@ -25,7 +25,7 @@ from mmint.models.multivi.module import (
     mix_posteriors,
 )
 from mmint.models.multivi.plan import kl_warmup
-from mmint.nn.adversary import BatchAdversary
+from mmint.nn.batch import BatchAdversary
 
 torch.set_num_threads(1)
 
@@ -315,3 +315,10 @@ def test_protein_rates_start_at_the_training_mean_once():
         dec.log_rate.bias.zero_()
     model._init_protein_rates(dm)
     assert float(dec.log_rate.bias.abs().max()) == 0.0
+
+
+def test_held_out_batch_gets_the_seen_batches_mix():
+    spec = DataSpec(**{**make_spec().to_dict(), "train_batch_counts": [9, 0]})
+    model = MultiVI(spec)
+    cov = model.module.covariates({keys.BATCH: torch.tensor([0, 1])}, 2, torch.device("cpu"))
+    torch.testing.assert_close(cov, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))

@@ -382,6 +382,13 @@ def test_batch_correction_defaults_and_decoder_inputs():
         UnitedNet(_spec(), batch_correction="harmony")
 
 
+def test_held_out_batch_decodes_with_the_seen_batches_mix():
+    spec = DataSpec(**{**_spec().to_dict(), "train_batch_counts": [20, 0]})
+    model = UnitedNet(spec).eval()
+    cov = model._cov({keys.BATCH: torch.tensor([0, 1])})
+    torch.testing.assert_close(cov, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+
+
 def test_batch_adversary_fool_loss_and_its_own_step():
     torch.manual_seed(0)
     model = _detached(UnitedNet(_spec(), batch_correction="adversarial"))

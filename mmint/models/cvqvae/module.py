@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmint.nn.batch import batch_one_hot
 from mmint.nn.mlp import MLP
 from mmint.nn.vq import VectorQuantizerEMA
 
@@ -204,6 +205,8 @@ class CVQVAEModule(nn.Module):
         self.input_rep, self.n_latent = input_rep, n_latent
         # batch one-hot fed to the decoders (only meaningful with more than one batch)
         self.n_cond = n_batches if decoder_batch and n_batches > 1 else 0
+        # batches with training cells; set by the plan from the data spec (not in checkpoints)
+        self.register_buffer("seen_batches", None, persistent=False)
         dec_hidden = list(reversed(list(hidden))) if decoder_hidden is None else decoder_hidden
 
         self.projections = nn.ModuleDict()
@@ -292,7 +295,9 @@ class CVQVAEModule(nn.Module):
         if self.n_cond:
             if batch_index is None:
                 raise ValueError("decoder_batch=True needs the batch codes of the cells")
-            onehot = F.one_hot(batch_index.long().clamp(0, self.n_cond - 1), self.n_cond)
+            onehot = batch_one_hot(
+                batch_index.long().clamp(0, self.n_cond - 1), self.n_cond, self.seen_batches
+            )
             code = torch.cat([code, onehot.to(code.dtype)], 1)
         return self.decoders[dst](code)
 

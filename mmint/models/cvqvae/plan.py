@@ -121,6 +121,7 @@ class CVQVAE(IntegratorModule):
             n_batches=self.spec.n_batches,
             **net,
         )
+        self.module.seen_batches = torch.tensor(self.spec.seen_batches(), dtype=torch.bool)
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

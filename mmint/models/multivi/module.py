@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.modality import TARGET_SUM
-from mmint.nn.adversary import batch_one_hot
+from mmint.nn.batch import batch_one_hot
 from mmint.nn.likelihoods import log_bernoulli, log_nb, log_nb_mixture, log_normal, log_zinb
 from mmint.nn.mlp import MLP
 
@@ -416,6 +416,8 @@ class MultiVAE(nn.Module):
         _check_choice("modality_penalty", modality_penalty, ("jeffreys", "mmd", "none"))
         self.modalities = list(modalities)
         self.n_batches = n_batches
+        # batches with training cells; set by the plan from the data spec (not in checkpoints)
+        self.register_buffer("seen_batches", None, persistent=False)
         self.n_latent = n_latent
         self.modality_weights = modality_weights
         self.modality_penalty = modality_penalty
@@ -492,7 +494,7 @@ class MultiVAE(nn.Module):
             return None
         if keys.BATCH not in batch:
             return torch.zeros(n, self.n_batches, device=device)
-        return batch_one_hot(batch[keys.BATCH], self.n_batches)
+        return batch_one_hot(batch[keys.BATCH], self.n_batches, self.seen_batches)
 
     def hidden(self, z: Tensor, batch: Batch, dst: str) -> Tensor:
         """Decoder hidden layer of ``dst`` for latent ``z``."""

@@ -21,7 +21,7 @@ from mmint.models.multivi.module import (
     ProteinDecoder,
     default_sizes,
 )
-from mmint.nn.adversary import BatchAdversary
+from mmint.nn.batch import BatchAdversary
 
 
 def kl_warmup(epoch: int, n_epochs: int) -> float:
@@ -150,6 +150,7 @@ class MultiVI(IntegratorModule):
             penalty_weight=penalty_weight,
             n_cells=n_cells or 0,
         )
+        self.module.seen_batches = torch.tensor(s.seen_batches(), dtype=torch.bool)
         # in checkpoints: a later fit of a trained model must not re-initialise its rates
         self.register_buffer("protein_rates_initialised", torch.tensor(False))
         # the adversary lives outside the VAE so that the VAE optimizer never touches it

@@ -29,7 +29,7 @@ from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.unitednet.module import FUSERS, LATENT_PROJECTORS, UnitedNetModule
-from mmint.nn.adversary import BatchAdversary, batch_one_hot
+from mmint.nn.batch import BatchAdversary, batch_one_hot
 
 TASKS = ("unsupervised", "supervised", "pgc_only", "group_only", "joint")
 ALTERNATIONS = ("epoch", "batch")
@@ -233,6 +233,8 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             if batch_correction == "adversarial"
             else None
         )
+        seen = torch.tensor(spec.seen_batches(), dtype=torch.bool)
+        self.register_buffer("seen_batches", seen, persistent=False)
         weights = spec.class_weights() if spec.train_label_counts else []
         cw = torch.tensor(weights, dtype=torch.float32) if len(weights) == n_groups else None
         self.register_buffer("class_weights", cw, persistent=False)
@@ -415,7 +417,7 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
     def _cov(self, batch: Batch | None) -> Tensor | None:
         """The decoders' covariate: one-hot batch codes, or ``None`` (no batch correction)."""
         k = self.module.n_covariates
-        return batch_one_hot(batch[keys.BATCH], k) if k else None
+        return batch_one_hot(batch[keys.BATCH], k, self.seen_batches) if k else None
 
     def _group_step(self, batch: Batch) -> None:
         opt = self.optimizers()[2]

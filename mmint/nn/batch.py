@@ -1,4 +1,4 @@
-"""Adversarial batch classifier: a latent that fools it carries no batch information."""
+"""Batch covariates for decoders, and an adversarial batch classifier for latents."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ class BatchAdversary(nn.Module):
         return -(log_p * target).sum(-1).mean()
 
 
-def batch_one_hot(codes: Tensor, n_batches: int) -> Tensor:
-    """Float one-hot ``(B, n_batches)`` of integer batch codes (the decoders' covariate)."""
-    return F.one_hot(codes.long(), n_batches).float()
+def batch_one_hot(codes: Tensor, n_batches: int, seen: Tensor | None = None) -> Tensor:
+    """The decoders' batch covariate: float one-hot ``(B, n_batches)`` of integer batch codes.
+
+    Parameters
+    ----------
+    codes
+        Batch code per cell.
+    n_batches
+        Number of batches.
+    seen
+        Optional boolean ``(n_batches,)``: batches that have training cells. A cell of a batch
+        without any (a held-out batch) gets the uniform mix of the seen batches instead of a
+        column the decoders never learned.
+    """
+    out = F.one_hot(codes.long(), n_batches).float()
+    if seen is None or bool(seen.all()) or not bool(seen.any()):
+        return out
+    mix = seen.to(out.dtype) / seen.sum()
+    return torch.where(seen[codes.long()][:, None], out, mix.expand_as(out))
