@@ -275,6 +275,12 @@ def test_one_epoch_fit_and_checkpoint_round_trip(tiny_dm, tmp_path):
         z = model.latents(batch)
     assert set(z) == {"rna", "atac", "ephys"}
     assert z["rna"].shape == (len(batch[keys.INDEX]), model.module.n_latent)
+    # a checkpoint from before the protein-rate flag loads as a trained model
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["state_dict"]["protein_rates_initialised"]
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = MultiVI.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=False)
+    assert bool(old.protein_rates_initialised)
 
 
 def test_config_lists_every_constructor_argument():

@@ -195,6 +195,10 @@ class MultiVI(IntegratorModule):
             dec.init_rates(torch.from_numpy(mean).to(dec.log_rate.bias.device))
         self.protein_rates_initialised.fill_(True)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the rate initialisation existed are of trained models."""
+        checkpoint["state_dict"].setdefault("protein_rates_initialised", torch.tensor(True))
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """AdamW for the VAE; Adam for the batch classifier when it is on."""
         h = self.hparams
