@@ -26,6 +26,26 @@ def atomic_write(path: str | Path, text: str) -> None:
         raise
 
 
+def save_figure(fig: Any, path: str | Path, **savefig_kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically (temporary file + rename) and close it.
+
+    ``savefig_kwargs`` go to ``fig.savefig`` (default ``dpi=110, bbox_inches="tight"``).
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    kwargs = {"dpi": 110, "bbox_inches": "tight", **savefig_kwargs}
+    try:
+        fig.savefig(tmp, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}

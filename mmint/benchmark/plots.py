@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mmint.benchmark.report import HEADLINE, LABELS, aggregate, ok_rows
+from mmint.io import save_figure
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -30,16 +31,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _save(fig, path: Path) -> Path:
-    plt = _plt()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def safe_name(text: str) -> str:
@@ -98,7 +89,7 @@ def results_table_plot(table: pd.DataFrame, data: str, path: Path) -> Path | Non
     )
     ax.set_title(f"{data}: mean over seeds (↓ lower is better)", fontsize=9)
     ax.tick_params(length=0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def bar_plot(table: pd.DataFrame, data: str, path: Path) -> Path | None:
@@ -141,7 +132,7 @@ def bar_plot(table: pd.DataFrame, data: str, path: Path) -> Path | None:
         ax.axhline(0, color="grey", lw=0.5)
     fig.suptitle(f"{data}: bars = mean, points = seeds", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def curves_plot(
@@ -171,7 +162,7 @@ def curves_plot(
     ax.set_title(f"{data}: {column.replace('_', ' ')} (mean over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def umap_plot(
@@ -240,7 +231,7 @@ def umap_plot(
         )
     fig.suptitle(run_dir.name, fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _subset(n: int, at_most: int) -> np.ndarray:

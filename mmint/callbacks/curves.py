@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mmint.evaluate import quick_scores
-from mmint.io import atomic_write
+from mmint.io import atomic_write, save_figure
 
 CURVE_COLUMNS = ["epoch", "latent_distance", "foscttm", "ari", "r2_cross"]
 
@@ -106,7 +106,4 @@ def plot_curves(table: pd.DataFrame, path: Path, correlations: dict[str, float |
     if text:
         fig.suptitle(f"corr({text})", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path, dpi=100, bbox_inches=None)

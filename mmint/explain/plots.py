@@ -8,20 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mmint.io import save_figure
+
 
 def _safe(name: object) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_") or "x"
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
 
 
 def plot_group_top(table: pd.DataFrame, group: str, path: Path, top_k: int = 10) -> Path:
@@ -46,7 +37,7 @@ def plot_group_top(table: pd.DataFrame, group: str, path: Path, top_k: int = 10)
         ax.tick_params(axis="y", labelsize=7)
         ax.tick_params(axis="x", labelsize=7, labelrotation=30)
     fig.suptitle(f"group {group}: top features driving its probability")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_feature_heatmap(
@@ -84,7 +75,7 @@ def plot_feature_heatmap(
     ax.set_ylabel(f"{dst} feature")
     ax.set_title(f"group {group}: {src} -> {dst}")
     fig.colorbar(im, ax=ax, label="mean |SHAP|")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(

@@ -34,7 +34,7 @@ EXPLAINERS = ("auto", "deep", "gradient")
 BACKGROUNDS = ("prototypes", "train", "group")
 #: leaf modules without a DeepExplainer rule that are linear in their input (its pass-through
 #: gradient is then exact)
-LINEAR_LEAVES = {"WeightedMeanFuser", "_AppendConstant"}
+LINEAR_LEAVES = {"WeightedMeanFuser", "AppendConstant"}
 GROUP_COLUMNS = ["group", "modality", "feature", "relevance", "rank"]
 FEATURE_COLUMNS = ["group", "src", "dst", "src_feature", "dst_feature", "relevance", "rank"]
 RECORD_COLUMNS = [

@@ -53,18 +53,6 @@ class _MultiVITranslator(nn.Module):
         return self.module.predict(z, batch, self.dst)
 
 
-class _AppendConstant(nn.Module):
-    """Append a constant row (the decoders' batch covariate) to every input row."""
-
-    def __init__(self, row: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("row", row.reshape(1, -1).clone())
-
-    def forward(self, z: Tensor) -> Tensor:
-        """``[z, row]`` for every row of ``z``."""
-        return torch.cat([z, self.row.expand(z.shape[0], -1)], dim=1)
-
-
 class _Linear(nn.Module):
     """PCA baseline: ``(x - mean) @ components.T @ coef + intercept`` (no clipping)."""
 
@@ -104,10 +92,7 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
     if name == "unitednet":
         from mmint.models.unitednet import TranslationNet
 
-        hook = TranslationNet(model.module, src, dst, batch_code=batch_code)
-        cov = [_AppendConstant(hook.cov)] if hook.cov.shape[1] else []
-        layers = [hook.encoder, *cov, hook.decoder] + ([nn.Sigmoid()] if hook.binary else [])
-        net: nn.Module = nn.Sequential(*layers)
+        net: nn.Module = TranslationNet(model.module, src, dst, batch_code=batch_code)
     elif name == "cvqvae":
         net = model.translator(src, dst, batch_code=batch_code)
     elif name == "multivi":
@@ -127,25 +112,6 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
     return net.eval()
 
 
-class _GroupProbabilities(nn.Module):
-    """UnitedNet's ``GroupNet`` with its softmax as a module (all modalities observed)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        head = module.heads[module.best()]
-        self.encoders = nn.ModuleList(module.encoders[m] for m in module.modalities)
-        self.widths = [e.net[0].in_features for e in self.encoders]
-        self.fuser, self.projector, self.classifier = head.fuser, head.projector, head.classifier
-        self.softmax = nn.Softmax(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Group probabilities ``(n, K)`` from the concatenated inputs."""
-        parts = torch.split(x, self.widths, dim=1)
-        z = torch.stack([e(p) for e, p in zip(self.encoders, parts, strict=True)], dim=1)
-        mask = x.new_ones(x.shape[0], len(self.widths))
-        return self.softmax(self.classifier(self.projector(self.fuser(z, mask))))
-
-
 def group_network(model: Integrator) -> nn.Module | None:
     """Concatenated model inputs (modality order) -> the best head's group probabilities.
 
@@ -154,9 +120,9 @@ def group_network(model: Integrator) -> nn.Module | None:
     """
     if getattr(model, "name", None) != "unitednet" or model.task == "pgc_only":
         return None
-    module = model.module
-    module.heads[module.best()].normalize_()
-    return _GroupProbabilities(module).eval()
+    from mmint.models.unitednet import GroupNet
+
+    return GroupNet(model.module).eval()
 
 
 def group_input_widths(model: Integrator) -> dict[str, int]:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mmint.nn.mlp import MLP
 
-__all__ = ["BatchAdversary", "batch_one_hot"]
+__all__ = ["AppendConstant", "BatchAdversary", "batch_one_hot"]
 
 
 class BatchAdversary(nn.Module):
@@ -58,3 +58,18 @@ def batch_one_hot(codes: Tensor, n_batches: int, seen: Tensor | None = None) -> 
         return out
     mix = seen.to(out.dtype) / seen.sum()
     return torch.where(seen[codes.long()][:, None], out, mix.expand_as(out))
+
+
+class AppendConstant(nn.Module):
+    """Append a constant row (a fixed decoder covariate) to every input row.
+
+    Affine in its input, so explainers need no special rule for it.
+    """
+
+    def __init__(self, row: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("row", row.reshape(1, -1).clone())
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``[z, row]`` for every row of ``z``."""
+        return torch.cat([z, self.row.expand(z.shape[0], -1)], dim=1)

@@ -9,12 +9,14 @@ modalities each cell has), a projector and a cosine-style group layer. Any trans
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mmint.models.unitednet import losses as L
+from mmint.nn.batch import AppendConstant
 from mmint.nn.mlp import MLP
 
 FUSERS = ("weighted_mean", "feature_weighted_mean")
@@ -481,56 +483,64 @@ class UnitedNetModule(nn.Module):
         return losses, outs[self.best()][2]
 
 
-class TranslationNet(nn.Module):
+class TranslationNet(nn.Sequential):
     """``x_src -> x_hat_dst`` (probabilities for a binary target): a hook for explainers.
 
-    With batch-conditioned decoders the covariate is fixed: batch ``batch_code``, or with
-    ``None`` the uniform mix of the batches (a prediction averaged over batches in its input),
-    so the net takes ``x_src`` only.
+    A plain sequence of modules (encoder, [batch covariate], decoder, [sigmoid]), so that
+    explainers that walk the module graph (shap's DeepExplainer) can use it as it is. With
+    batch-conditioned decoders the covariate is fixed: batch ``batch_code``, or with ``None``
+    the uniform mix of the batches (a prediction averaged over batches in its input).
     """
 
     def __init__(
         self, module: UnitedNetModule, src: str, dst: str, batch_code: int | None = None
     ) -> None:
-        super().__init__()
-        self.encoder, self.decoder = module.encoders[src], module.decoders[dst]
-        self.binary = module.binary[dst]
         k = module.n_covariates
-        cov = torch.full((1, k), 1.0 / k) if k else torch.zeros(1, 0)
-        if k and batch_code is not None:
-            cov = torch.zeros(1, k)
-            cov[0, batch_code] = 1.0
-        self.register_buffer("cov", cov)
+        layers: dict[str, nn.Module] = {"encoder": module.encoders[src]}
+        if k:
+            cov = torch.full((k,), 1.0 / k)
+            if batch_code is not None:
+                cov = torch.zeros(k)
+                cov[batch_code] = 1.0
+            layers["covariate"] = AppendConstant(cov)
+        layers["decoder"] = module.decoders[dst]
+        if module.binary[dst]:
+            layers["sigmoid"] = nn.Sigmoid()
+        super().__init__(OrderedDict(layers))
+        self.binary = module.binary[dst]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Translate a batch of ``src`` inputs."""
-        z = self.encoder(x)
-        if self.cov.shape[1]:
-            z = torch.cat([z, self.cov.expand(z.shape[0], -1)], dim=1)
-        out = self.decoder(z)
-        return torch.sigmoid(out) if self.binary else out
+    @property
+    def cov(self) -> Tensor:
+        """The decoder covariate row ``(1, n_batches)`` (``(1, 0)`` without one)."""
+        if "covariate" in self._modules:
+            return self.covariate.row
+        return torch.zeros(1, 0)
 
 
 class GroupNet(nn.Module):
-    """Concatenated inputs of all modalities -> best head's group probabilities.
+    """Concatenated inputs of all modalities -> the best head's group probabilities.
 
-    A hook for explainers; every cell is taken to have every modality.
+    A hook for explainers; every cell is taken to have every modality. It holds only the
+    encoders and the best head (chosen, and its group-layer rows L2-normalised as before
+    every forward of the model, when the hook is built), with the softmax as a module, so
+    that shap's DeepExplainer can walk it.
     """
 
     def __init__(self, module: UnitedNetModule) -> None:
         super().__init__()
-        self.module = module
-        self.widths = [module.encoders[m].net[0].in_features for m in module.modalities]
+        head = module.heads[module.best()]
+        head.normalize_()
+        self.encoders = nn.ModuleList(module.encoders[m] for m in module.modalities)
+        self.widths = [e.net[0].in_features for e in self.encoders]
+        self.fuser, self.projector, self.classifier = head.fuser, head.projector, head.classifier
+        self.softmax = nn.Softmax(dim=1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Group probabilities ``(B, K)``."""
         parts = torch.split(x, self.widths, dim=1)
-        mods = self.module.modalities
-        z = {m: self.module.encoders[m](p) for m, p in zip(mods, parts, strict=True)}
-        masks = {m: x.new_ones(x.shape[0]) for m in mods}
-        zs, mask = self.module.stack(z, masks)
-        head = self.module.heads[self.module.best()]
-        return torch.softmax(head(zs, mask)[2], dim=1)
+        z = torch.stack([e(p) for e, p in zip(self.encoders, parts, strict=True)], dim=1)
+        mask = x.new_ones(x.shape[0], len(self.widths))
+        return self.softmax(self.classifier(self.projector(self.fuser(z, mask))))
 
 
 def _kaiming(module: nn.Module) -> None:
