@@ -20,6 +20,7 @@ from mmint.errors import InputError
 from mmint.models import build_model
 from mmint.models.unitednet import GroupNet, TranslationNet, UnitedNet
 from mmint.models.unitednet import losses as UL
+from mmint.models.unitednet.heads import HeadStats, vote
 
 torch.set_num_threads(1)
 
@@ -527,11 +528,31 @@ def test_group_rows_normalised_and_noise_only_in_training():
 
 
 def test_best_head_argmin_ties_to_lowest():
-    model = UnitedNet(_spec(), n_head=3)
-    model._choose_best((torch.tensor([2.0, 1.0, 1.0]), torch.ones(3)))
-    assert model.module.best() == 1
-    model._choose_best((torch.tensor([4.0, 6.0, 3.0]), torch.tensor([2.0, 2.0, 1.0])))
-    assert model.module.best() == 0
+    stats = HeadStats()
+    assert stats.argmin() is None
+    stats.add(torch.tensor([2.0, 1.0, 1.0]), 1.0)
+    assert stats.argmin() == 1
+    stats = HeadStats()
+    # weighted means (4 + 4) / 2 = 4, (6 + 2) / 2 = 4, 3 / 1 = 3 ... then a tie at 4
+    stats.add(torch.tensor([2.0, 3.0, 3.0]), 2.0)
+    stats.add(torch.tensor([2.0, 1.0, 9.0]), 2.0)
+    torch.testing.assert_close(stats.means(), torch.tensor([2.0, 2.0, 6.0]))
+    assert stats.argmin() == 0
+
+
+def test_best_head_vote_is_the_originals_rule():
+    votes = torch.zeros(3, dtype=torch.long)
+    # below the threshold (2 votes) the latest pass's winner is used
+    assert vote(votes, 2, threshold=2) == 2
+    assert vote(votes, 1, threshold=2) == 1
+    # a pass without group losses changes nothing until a head reaches the threshold
+    assert vote(votes, None, threshold=2) is None
+    # head 1 reaches 2 votes: the most voted head from now on, whoever wins the pass
+    assert vote(votes, 1, threshold=2) == 1
+    assert vote(votes, 0, threshold=2) == 1
+    assert votes.tolist() == [1, 2, 1]
+    # ties among the most voted go to the lowest index (torch.argmax, numpy's bincount rule)
+    assert vote(votes, 0, threshold=2) == 0
 
 
 def test_reinit_group_heads_keeps_encoders():
@@ -586,7 +607,7 @@ def test_epoch_alternation_runs_each_pass_in_turn(tiny_dm):
 
 def test_gradient_clipping_applies(tiny_dm):
     norms: dict[str, list[float]] = {"on": [], "off": []}
-    for key, clip in (("on", 0.01), ("off", None)):
+    for key, clip in (("on", 0.01), ("off", 0.0)):
         model = UnitedNet(tiny_dm.spec, gradient_clip_val=clip, alternation="batch")
         tiny_dm.passes_per_epoch = 1
 

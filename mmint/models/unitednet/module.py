@@ -130,13 +130,21 @@ class UnitedNetModule(nn.Module):
         Hidden activation; activation and norm (``None``, ``"batch"``, ``"layer"``) of the
         encoder output layer.
     dropout
-        Dropout probability per modality (encoders and decoders).
+        Dropout probability per modality of the encoders.
+    decoder_dropout, discriminator_dropout
+        Dropout probability per modality of the decoders and of the discriminators (the
+        original's decoders have none; its discriminators copy the encoders').
     dropout_first_only
-        Dropout after the first layer only.
+        Dropout after the first layer only (every network).
     batch_norm, layer_norm
         Norms of the hidden layers of encoders and decoders.
+    decoder_batch_norm
+        BatchNorm on the decoders' hidden layers (default: as ``batch_norm``).
     discriminator_out_dim, discriminator_out_norm
-        Discriminator output units and norm (LayerNorm over one unit is refused).
+        Discriminator output units and norm. LayerNorm over one unit makes the discriminator a
+        constant (the original's atacseq and dbitseq configs): such a discriminator is built
+        without the LayerNorm, and :attr:`constant_discriminator` is set so that the plan can
+        reproduce the original (GAN off) when asked.
     init
         ``"kaiming_normal"`` (every ``Linear`` weight, as in the reference) or ``"default"``.
     n_covariates
@@ -166,6 +174,9 @@ class UnitedNetModule(nn.Module):
         dropout_first_only: bool = False,
         batch_norm: bool = False,
         layer_norm: bool = False,
+        decoder_dropout: dict[str, float] | None = None,
+        discriminator_dropout: dict[str, float] | None = None,
+        decoder_batch_norm: bool | None = None,
         discriminator_out_dim: int = 1,
         discriminator_out_norm: str | None = None,
         init: str = "kaiming_normal",
@@ -184,31 +195,47 @@ class UnitedNetModule(nn.Module):
         self.n_groups = n_groups
         self.n_covariates = n_covariates
         dropout = dropout or {}
-        net = {"activation": activation, "batch_norm": batch_norm, "layer_norm": layer_norm}
+        decoder_dropout = decoder_dropout or {}
+        discriminator_dropout = dropout if discriminator_dropout is None else discriminator_dropout
+        decoder_batch_norm = batch_norm if decoder_batch_norm is None else decoder_batch_norm
+        #: the configured discriminators would output a constant (LayerNorm over one unit)
+        self.constant_discriminator = (
+            discriminator_out_dim == 1 and discriminator_out_norm == "layer"
+        )
+        d_norm = None if self.constant_discriminator else discriminator_out_norm
         self.encoders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.discriminators = nn.ModuleDict()
         for m in self.modalities:
-            p = {"dropout": dropout.get(m, 0.0), "dropout_first_only": dropout_first_only}
+            first = {"dropout_first_only": dropout_first_only, "activation": activation}
             self.encoders[m] = MLP(
                 n_features[m],
                 encoder_hidden[m],
                 latent_dim,
                 out_activation=latent_activation,
                 out_norm=latent_norm,
-                **net,
-                **p,
+                dropout=dropout.get(m, 0.0),
+                batch_norm=batch_norm,
+                layer_norm=layer_norm,
+                **first,
             )
             self.decoders[m] = MLP(
-                latent_dim + n_covariates, decoder_hidden[m], n_features[m], **net, **p
+                latent_dim + n_covariates,
+                decoder_hidden[m],
+                n_features[m],
+                dropout=decoder_dropout.get(m, 0.0),
+                batch_norm=decoder_batch_norm,
+                layer_norm=layer_norm,
+                **first,
             )
             self.discriminators[m] = MLP(
                 n_features[m],
                 discriminator_hidden[m],
                 discriminator_out_dim,
-                activation=activation,
                 out_activation="sigmoid",
-                out_norm=discriminator_out_norm,
+                out_norm=d_norm,
+                dropout=discriminator_dropout.get(m, 0.0),
+                **first,
             )
         self.heads = nn.ModuleList(
             GroupHead(
@@ -226,6 +253,8 @@ class UnitedNetModule(nn.Module):
         )
         #: index of the head used for outputs; chosen on validation losses, kept in checkpoints
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
+        #: passes each head has won (the original's best-head vote; kept in checkpoints)
+        self.register_buffer("head_votes", torch.zeros(n_head, dtype=torch.long))
         self.init = init
         if init == "kaiming_normal":
             _kaiming(self)
@@ -250,12 +279,16 @@ class UnitedNetModule(nn.Module):
         params = list(self.heads.parameters())
         return [*self.encoders.parameters(), *params] if with_encoders else params
 
-    def reset_group_heads(self) -> None:
-        """Fresh fusers, projectors, group layers and latent projector; best head 0."""
+    def reset_group_heads(self, init: str | None = None) -> None:
+        """Fresh fusers, projectors, group layers and latent projector; best head 0.
+
+        ``init``: ``kaiming_normal`` or torch's ``default``; ``None`` uses the construction's.
+        Votes for the best head (``head_votes``) are kept, as the original keeps its history.
+        """
         for module in [*self.heads.modules(), *self.latent_projector.modules()]:
             if isinstance(module, nn.Linear | nn.LayerNorm | WeightedMeanFuser):
                 module.reset_parameters()
-        if self.init == "kaiming_normal":
+        if (init or self.init) == "kaiming_normal":
             _kaiming(self.heads)
             _kaiming(self.latent_projector)
         self.best_head.zero_()

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
@@ -28,17 +27,28 @@ from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
+from mmint.models.unitednet.compat import resolve as resolve_deviations
+from mmint.models.unitednet.config import (
+    ALTERNATIONS,
+    BATCH_CORRECTIONS,
+    GROUP_MODES,
+    SELECTION_LOSSES,
+    STAGES,
+    TASKS,
+    Hidden,
+    PerModality,
+    check_choice,
+    default_group_mode,
+    default_hidden,
+    is_binary,
+    per_modality_value,
+    per_modality_widths,
+    plain,
+    resolve_n_groups,
+)
+from mmint.models.unitednet.heads import HeadStats, vote
 from mmint.models.unitednet.module import FUSERS, LATENT_PROJECTORS, UnitedNetModule
 from mmint.nn.batch import BatchAdversary, batch_one_hot
-
-TASKS = ("unsupervised", "supervised", "pgc_only", "group_only", "joint")
-ALTERNATIONS = ("epoch", "batch")
-STAGES = ("train", "finetune", "transfer")
-GROUP_MODES = ("classification", "clustering")
-SELECTION_LOSSES = ("translation", "reconstruction", "cross_entropy", "ddc")
-BATCH_CORRECTIONS = ("none", "covariate", "adversarial")
-
-Hidden = Sequence[int] | Mapping[str, Sequence[int]] | None
 
 
 class UnitedNet(IntegratorModule):
@@ -76,11 +86,12 @@ class UnitedNet(IntegratorModule):
         Default: the encoder's widths reversed.
     discriminator_hidden
         Default ``[64]``.
-    activation, latent_activation, latent_norm, batch_norm, layer_norm, dropout, \
-dropout_first_only, discriminator_out_dim, discriminator_out_norm, fuser, projector_dim, \
-projector_norm, latent_projector, init
-        Network options (see :class:`~mmint.models.unitednet.module.UnitedNetModule`);
-        ``dropout`` may be a float or ``{modality: p}``.
+    activation, latent_activation, latent_norm, batch_norm, layer_norm, decoder_batch_norm, \
+dropout, decoder_dropout, discriminator_dropout, dropout_first_only, discriminator_out_dim, \
+discriminator_out_norm, fuser, projector_dim, projector_norm, latent_projector, init
+        Network options (see :class:`~mmint.models.unitednet.module.UnitedNetModule`); the
+        dropouts may be a float or ``{modality: p}`` (``dropout`` is the encoders';
+        ``discriminator_dropout`` defaults to it, as in the original's configs).
     noise_level
         Training-only input noise ``x + N(0, s)``, ``s = level * var(x)`` over the batch
         (float or ``{modality: level}``).
@@ -101,8 +112,13 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         classification, 1 for clustering.
     cluster_update_encoders
         Let the clustering losses update the encoders (the reference does not).
-    gradient_clip_val
-        Gradient-norm clip of every step (``None`` or 0: off).
+    compat
+        ``None`` (mmint's defaults) or ``"original"``: the original code's behaviour for every
+        deviation switch below left at ``None`` (:mod:`mmint.models.unitednet.compat`).
+    contrastive_per_head, ddc_sum_over_heads, shared_discriminator_optimizer, \
+gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_discriminator
+        One switch per deviation from the original (``None``: follow ``compat``); see
+        :class:`~mmint.models.unitednet.compat.Deviations`.
     selection_loss
         The loss logged as ``val/loss``; default: ``translation`` for ``pgc_only`` and the
         ``finetune`` stage, else ``cross_entropy`` (classification) or ``ddc`` (clustering),
@@ -140,7 +156,10 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         latent_norm: str | None = "layer",
         batch_norm: bool = False,
         layer_norm: bool = False,
-        dropout: float | Mapping[str, float] = 0.0,
+        decoder_batch_norm: bool | None = None,
+        dropout: PerModality = 0.0,
+        decoder_dropout: PerModality = 0.0,
+        discriminator_dropout: PerModality | None = None,
         dropout_first_only: bool = False,
         discriminator_out_dim: int = 1,
         discriminator_out_norm: str | None = None,
@@ -148,7 +167,7 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         projector_dim: int = 100,
         projector_norm: bool = True,
         latent_projector: str = "identity",
-        noise_level: float | Mapping[str, float] = 0.0,
+        noise_level: PerModality = 0.0,
         lr: float = 1e-3,
         discriminator_lr: float | None = None,
         reconstruction_weight: float = 1.0,
@@ -165,46 +184,57 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         ddc_rel_sigma: float = 0.15,
         group_passes: int | None = None,
         cluster_update_encoders: bool = False,
-        gradient_clip_val: float | None = 25.0,
         selection_loss: str | None = None,
         init: str = "kaiming_normal",
         batch_correction: str | None = None,
         batch_adversary_weight: float = 1.0,
+        compat: str | None = None,
+        contrastive_per_head: bool | None = None,
+        ddc_sum_over_heads: bool | None = None,
+        shared_discriminator_optimizer: bool | None = None,
+        gradient_clip_val: float | None = None,
+        best_head_rule: str | None = None,
+        noise_at_inference: bool | None = None,
+        head_reinit: str | None = None,
+        constant_discriminator: bool | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(spec)
         spec = self.spec
-        _choice("task", task, TASKS)
-        _choice("alternation", alternation, ALTERNATIONS)
-        _choice("stage", stage, STAGES)
-        _choice("fuser", fuser, FUSERS)
-        _choice("latent_projector", latent_projector, LATENT_PROJECTORS)
+        check_choice("task", task, TASKS)
+        check_choice("alternation", alternation, ALTERNATIONS)
+        check_choice("stage", stage, STAGES)
+        check_choice("fuser", fuser, FUSERS)
+        check_choice("latent_projector", latent_projector, LATENT_PROJECTORS)
         if group_mode is not None:
-            _choice("group_mode", group_mode, GROUP_MODES)
+            check_choice("group_mode", group_mode, GROUP_MODES)
         if selection_loss is not None:
-            _choice("selection_loss", selection_loss, SELECTION_LOSSES)
+            check_choice("selection_loss", selection_loss, SELECTION_LOSSES)
         if batch_correction is None:
             batch_correction = "covariate" if spec.n_batches > 1 else "none"
-        _choice("batch_correction", batch_correction, BATCH_CORRECTIONS)
+        check_choice("batch_correction", batch_correction, BATCH_CORRECTIONS)
         if spec.n_batches < 2:
             batch_correction = "none"  # nothing to correct: the same network as the reference
         if n_head < 1:
             raise InputError(f"n_head={n_head}", "model.n_head", "use at least 1 head")
         mods = list(spec.modalities)
-        group_mode = group_mode or _default_group_mode(task, spec)
-        n_groups = _resolve_n_groups(n_groups, task, group_mode, spec)
+        group_mode = group_mode or default_group_mode(task, spec)
+        n_groups = resolve_n_groups(n_groups, task, group_mode, spec)
         latent_dim = latent_dim or (64 if max(spec.n_features.values()) >= 1000 else 32)
-        enc = _per_modality(encoder_hidden, mods, lambda m: _default_hidden(spec.n_features[m]))
-        dec = _per_modality(decoder_hidden, mods, lambda m: list(reversed(enc[m])))
-        disc = _per_modality(discriminator_hidden, mods, lambda m: [64])
+        enc = per_modality_widths(
+            encoder_hidden, mods, lambda m: default_hidden(spec.n_features[m])
+        )
+        dec = per_modality_widths(decoder_hidden, mods, lambda m: list(reversed(enc[m])))
+        disc = per_modality_widths(discriminator_hidden, mods, lambda m: [64])
         given = dict(locals())
-        hp = {k: _plain(v) for k, v in given.items() if k in _HPARAMS}
+        hp = {k: plain(v) for k, v in given.items() if k in _HPARAMS}
         hp.update(encoder_hidden=enc, decoder_hidden=dec, discriminator_hidden=disc)
         self.save_hyperparameters({"spec": spec.to_dict(), **hp})
+        self.deviations = resolve_deviations(hp)
         self.module = UnitedNetModule(
             mods,
             dict(spec.n_features),
-            {m: _is_binary(spec, m) for m in mods},
+            {m: is_binary(spec, m) for m in mods},
             latent_dim,
             enc,
             dec,
@@ -218,10 +248,15 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             activation,
             latent_activation,
             latent_norm,
-            _per_modality_value(dropout, mods),
+            per_modality_value(dropout, mods),
             dropout_first_only,
             batch_norm,
             layer_norm,
+            per_modality_value(decoder_dropout, mods),
+            None
+            if discriminator_dropout is None
+            else per_modality_value(discriminator_dropout, mods),
+            decoder_batch_norm,
             discriminator_out_dim,
             discriminator_out_norm,
             init,
@@ -316,11 +351,11 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             ("alternation", alternation, ALTERNATIONS),
         ):
             if value is not None:
-                _choice(key, value, allowed)
+                check_choice(key, value, allowed)
                 self.hparams[key] = value
         if task is not None:
-            mode = _default_group_mode(task, self.spec)
-            _resolve_n_groups(self.module.n_groups, task, mode, self.spec)
+            mode = default_group_mode(task, self.spec)
+            resolve_n_groups(self.module.n_groups, task, mode, self.spec)
             self.hparams["group_mode"] = mode
 
     def reinit_group_heads(self) -> None:
@@ -329,18 +364,29 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         The second stage of the Patch-seq protocol: cross-modal training first, then
         unsupervised grouping with new heads (the reference's ``init_classify=True``).
         """
-        self.module.reset_group_heads()
+        self.module.reset_group_heads(self.deviations.head_reinit)
         self._reset_head_stats()
+
+    @property
+    def gan(self) -> bool:
+        """Whether this step's GAN losses can have an effect (on, and not a constant critic)."""
+        hp = self.hparams
+        weighted = hp["generator_weight"] > 0 or hp["discriminator_weight"] > 0
+        constant = self.module.constant_discriminator and self.deviations.constant_discriminator
+        return self.adversarial and weighted and not constant
 
     # ------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """``[pgc, discriminator, group]`` Adam optimizers (``joint``: pgc holds all), plus the
-        batch adversary's when ``batch_correction="adversarial"``."""
+        """``[pgc, discriminator, group]`` Adam optimizers (``joint``: pgc holds the heads too;
+        ``shared_discriminator_optimizer``: pgc holds the discriminators and the second one is
+        never stepped), plus the batch adversary's when ``batch_correction="adversarial"``."""
         m, hp = self.module, self.hparams
         with_enc = self.group_mode == "classification" or hp["cluster_update_encoders"]
         pgc = m.pgc_parameters()
         if self.task == "joint":
             pgc = pgc + m.group_parameters(with_encoders=False)
+        if self.deviations.shared_discriminator_optimizer:
+            pgc = pgc + m.discriminator_parameters()
         opts = [
             torch.optim.Adam(pgc, lr=hp["lr"]),
             torch.optim.Adam(m.discriminator_parameters(), lr=hp["discriminator_lr"] or hp["lr"]),
@@ -374,19 +420,30 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         if not math.isfinite(n_batches):  # a loader without a length: alternate per batch
             return [p for i, p in enumerate(schedule) if p != schedule[i - 1] or i == 0]
         per_pass = max(1, int(n_batches) // n_passes)
-        return [schedule[min(batch_idx // per_pass, n_passes - 1)]]
+        index = min(batch_idx // per_pass, n_passes - 1)
+        if index != self._pass:  # a new pass: the previous one's head statistics are complete
+            self._end_train_pass()
+            self._pass = index
+        return [schedule[index]]
 
     def _pgc_step(self, batch: Batch) -> None:
         opt, opt_d = self.optimizers()[:2]
         x, masks = self._inputs(batch)
-        z = self.module.encode(self._noised(x, masks), masks)
-        losses, fakes = self._pgc_losses(x, masks, z=z, batch=batch)
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
+        losses, fakes = self._pgc_losses(x, masks, z=z, batch=batch, noised=noised)
         losses.update(self._fool_batch_adversary(z, masks, batch))
         total = self._weighted(losses)
+        shared = fakes and self.deviations.shared_discriminator_optimizer
+        if shared:  # the original: one backward for translation and discriminator losses
+            d_loss = self.module.discriminator_loss(self._targets(x, noised), fakes, masks)
+            total = total + self.hparams["discriminator_weight"] * d_loss
         self._step(opt, total)
         self._log_train(losses, x)
-        if fakes:
-            self._discriminator_step(opt_d, x, fakes, masks)
+        if shared:
+            self._log_train({"discriminator": d_loss}, x)
+        elif fakes:
+            self._discriminator_step(opt_d, self._targets(x, noised), fakes, masks)
         self._batch_adversary_step(z, masks, batch)
 
     def _fool_batch_adversary(self, z, masks, batch: Batch) -> dict[str, Tensor]:
@@ -428,9 +485,7 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         update_enc = self.group_mode == "classification" or self.hparams["cluster_update_encoders"]
         with torch.set_grad_enabled(update_enc):
             z = self.module.encode(self._noised(x, masks), masks)
-        losses, _ = self.module.group_losses(
-            z, masks, labels, self.group_mode, self.class_weights, self.hparams["ddc_rel_sigma"]
-        )
+        losses, _ = self._group_losses(z, masks, labels)
         self._step(opt, self._group_total(losses))
         self._track_heads(losses, labels, x, train=True)
         self._log_train({k: v[self.module.best()] for k, v in losses.items()}, x)
@@ -439,18 +494,17 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         opt, opt_d = self.optimizers()[:2]
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
-        z = self.module.encode(self._noised(x, masks), masks)
-        group, logits = self.module.group_losses(
-            z, masks, labels, self.group_mode, self.class_weights, self.hparams["ddc_rel_sigma"]
-        )
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
+        group, logits = self._group_losses(z, masks, labels)
         groups = logits.detach().argmax(1)
-        losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch)
+        losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
         losses.update(self._fool_batch_adversary(z, masks, batch))
         self._step(opt, self._weighted(losses) + self._group_total(group))
         self._track_heads(group, labels, x, train=True)
         self._log_train({**losses, **{k: v[self.module.best()] for k, v in group.items()}}, x)
         if fakes:
-            self._discriminator_step(opt_d, x, fakes, masks)
+            self._discriminator_step(opt_d, self._targets(x, noised), fakes, masks)
         self._batch_adversary_step(z, masks, batch)
 
     def _discriminator_step(self, opt, x, fakes, masks) -> None:
@@ -458,17 +512,23 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         self._step(opt, self.hparams["discriminator_weight"] * loss)
         self._log_train({"discriminator": loss}, x)
 
-    def _pgc_losses(self, x, masks, z=None, groups=None, batch: Batch | None = None):
+    def _group_losses(self, z, masks, labels) -> tuple[dict[str, Tensor], Tensor]:
+        hp = self.hparams
+        return self.module.group_losses(
+            z, masks, labels, self.group_mode, self.class_weights, hp["ddc_rel_sigma"]
+        )
+
+    def _pgc_losses(self, x, masks, z, groups=None, batch: Batch | None = None, noised=None):
+        """Unweighted translation-step losses of the latents ``z`` of the inputs ``x``."""
         hp = self.hparams
         correct = batch is not None and self.module.n_covariates > 0
         return self.module.pgc_losses(
-            self._noised(x, masks) if z is None else x,
             x,
+            self._targets(x, x if noised is None else noised),
             masks,
             translation=hp["translation_weight"] > 0,
             contrastive=hp["contrastive_weight"] > 0,
-            adversarial=self.adversarial
-            and (hp["generator_weight"] > 0 or hp["discriminator_weight"] > 0),
+            adversarial=self.gan,
             temperature=hp["temperature"],
             negative_fraction=hp["negative_fraction"],
             generator=self._generator,
@@ -478,29 +538,49 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             strata=batch[keys.BATCH] if correct else None,
         )
 
+    def _targets(self, x: dict[str, Tensor], noised: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What decoders and discriminators compare with: the clean input, or (the original)
+        the noised one."""
+        return noised if self.deviations.noise_at_inference else x
+
     def _step(self, opt, loss: Tensor) -> None:
         opt.zero_grad()
         self.manual_backward(loss)
-        clip = self.hparams["gradient_clip_val"]
+        clip = self.deviations.gradient_clip_val
         if clip:
             self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
         opt.step()
 
     def _weighted(self, losses: dict[str, Tensor]) -> Tensor:
-        return sum(self.hparams[f"{k}_weight"] * v for k, v in losses.items())
+        weights = {k: self.hparams[f"{k}_weight"] for k in losses}
+        if "contrastive" in weights and self.deviations.contrastive_per_head:
+            weights["contrastive"] /= self.hparams["n_head"]
+        return sum(weights[k] * v for k, v in losses.items())
 
     def _group_total(self, losses: dict[str, Tensor]) -> Tensor:
-        # mean over heads: each head's loss is that of a one-head model (see docs: deviations)
-        return sum(self.hparams[f"{k}_weight"] * v for k, v in losses.items()).mean()
+        # mean over heads: each head's loss is that of a one-head model; the original sums
+        # DDC over heads instead (ddc_sum_over_heads)
+        n_head = self.hparams["n_head"] if self.deviations.ddc_sum_over_heads else 1
+        return sum(
+            self.hparams[f"{k}_weight"] * v * (n_head if k == "ddc" else 1)
+            for k, v in losses.items()
+        ).mean()
 
     # ------------------------------------------------------------------- validation
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Log every loss on validation cells and accumulate per-head selection losses."""
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
-        z = self.module.encode(x, masks)
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
         losses, _ = self.module.pgc_losses(
-            x, x, masks, contrastive=False, adversarial=False, z=z, cov=self._cov(batch)
+            noised,
+            self._targets(x, noised),
+            masks,
+            contrastive=False,
+            adversarial=False,
+            z=z,
+            cov=self._cov(batch),
         )
         n = x[self.modalities[0]].shape[0]
         self._val_pgc["translation"] += (
@@ -509,9 +589,7 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         self._val_pgc["reconstruction"] += float(losses["reconstruction"]) * n
         self._val_pgc["n"] += n
         if self.task != "pgc_only":
-            group, _ = self.module.group_losses(
-                z, masks, labels, self.group_mode, self.class_weights, self.hparams["ddc_rel_sigma"]
-            )
+            group, _ = self._group_losses(z, masks, labels)
             self._track_heads(group, labels, x, train=False)
             losses.update({k: v[self.module.best()] for k, v in group.items()})
         for k, v in losses.items():
@@ -522,30 +600,53 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         self._reset_head_stats()
 
     def on_validation_epoch_start(self) -> None:
-        """Reset validation accumulators."""
-        self._val_heads = None
+        """End the epoch's last training pass (validation runs before the epoch's end hook)
+        and reset the validation accumulators."""
+        self._end_train_pass()
+        self._val_heads.reset()
         self._val_pgc = {"translation": 0.0, "reconstruction": 0.0, "n": 0}
 
     def on_validation_epoch_end(self) -> None:
-        """Choose the best head (argmin of its selection loss, ties -> lowest) and log ``val/loss``."""
-        if self._val_heads is not None and not self.trainer.sanity_checking:
-            self._choose_best(self._val_heads)
-            self._val_chosen = True
+        """Choose the best head and log ``val/loss`` (the best head's selection loss)."""
+        if not self.trainer.sanity_checking:
+            if self.deviations.best_head_rule == "vote":
+                # the original's validation pass has group losses only when the epoch's last
+                # schedule is a group one
+                last_is_group = self.schedule[-1] != "pgc"
+                self._set_best(self._vote(self._val_heads.argmin() if last_is_group else None))
+            else:
+                self._set_best(self._val_heads.argmin())
+            self._val_chosen = self._val_heads.means() is not None
         self.log("val/loss", self._selection_value())
         self.log("val/best_head", float(self.module.best()))
 
     def on_train_epoch_end(self) -> None:
-        """Without validation, choose the best head from the training losses of the epoch."""
-        if not self._val_chosen and self._train_heads is not None:
-            self._choose_best(self._train_heads)
+        """End the last pass; without validation, choose the best head from the training
+        losses of the epoch."""
+        self._end_train_pass()
+        if not self._val_chosen and self.deviations.best_head_rule == "val_argmin":
+            self._set_best(self._epoch_heads.argmin())
+
+    def _end_train_pass(self) -> None:
+        """The original's rule: each training pass with group losses votes for its argmin."""
+        if self.deviations.best_head_rule == "vote" and self._pass_heads.means() is not None:
+            self._set_best(self._vote(self._pass_heads.argmin()))
+        self._pass_heads.reset()
+
+    def _vote(self, winner: int | None) -> int | None:
+        threshold = int(self.trainer.max_epochs or 1) // 3
+        return vote(self.module.head_votes, winner, threshold)
+
+    def _set_best(self, head: int | None) -> None:
+        if head is not None:
+            self.module.best_head.fill_(head)
 
     def _selection_value(self) -> Tensor:
         sel, pgc = self.selection_loss, self._val_pgc
-        if sel in ("translation", "reconstruction") or self._val_heads is None:
+        means = self._val_heads.means()
+        if sel in ("translation", "reconstruction") or means is None:
             key = sel if sel in ("translation", "reconstruction") else "translation"
             return torch.tensor(pgc[key] / max(pgc["n"], 1))
-        sums, weights = self._val_heads
-        means = sums / weights.clamp_min(1e-12)
         return means[self.module.best()]
 
     def _track_heads(self, losses: dict[str, Tensor], labels, x, train: bool) -> None:
@@ -553,42 +654,31 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             value, weight = losses["cross_entropy"], float((labels >= 0).sum())
         else:
             value, weight = losses["ddc"], float(x[self.modalities[0]].shape[0])
-        stats = self._train_heads if train else self._val_heads
-        value = value.detach().cpu() * weight
-        w = torch.full_like(value, weight)
-        stats = (value, w) if stats is None else (stats[0] + value, stats[1] + w)
-        if train:
-            self._train_heads = stats
-        else:
-            self._val_heads = stats
-
-    def _choose_best(self, stats: tuple[Tensor, Tensor]) -> None:
-        sums, weights = stats
-        if float(weights.max()) <= 0:
-            return
-        # torch.argmin returns the first minimum: ties go to the lowest head index
-        self.module.best_head.fill_(int(torch.argmin(sums / weights.clamp_min(1e-12))))
+        for stats in (self._epoch_heads, self._pass_heads) if train else (self._val_heads,):
+            stats.add(value, weight)
 
     def _reset_head_stats(self) -> None:
-        self._train_heads: tuple[Tensor, Tensor] | None = None
-        self._val_heads: tuple[Tensor, Tensor] | None = None
+        self._epoch_heads, self._pass_heads, self._val_heads = HeadStats(), HeadStats(), HeadStats()
         self._val_pgc = {"translation": 0.0, "reconstruction": 0.0, "n": 0}
         self._val_chosen = False
+        self._pass = 0
 
     # -------------------------------------------------------------------- interface
     def latents(self, batch: Batch) -> dict[str, Tensor]:
         """Encoder output of every modality for every cell."""
         x, masks = self._inputs(batch)
-        return self.module.encode(x, masks)
+        return self.module.encode(self._noised(x, masks), masks)
 
     def joint_latent(self, batch: Batch) -> Tensor:
         """The best head's fused latent over the modalities each cell has."""
         x, masks = self._inputs(batch)
-        return self.module.joint_latent(self.module.encode(x, masks), masks)
+        return self.module.joint_latent(self.module.encode(self._noised(x, masks), masks), masks)
 
     def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
         """``D_dst(E_src(x_src))`` in ``dst``'s model-input space (probabilities if binary)."""
         x = _dense(batch[src])
+        if self.deviations.noise_at_inference:
+            x = self._noised({src: x}, {src: x.new_ones(x.shape[0])})[src]
         z = self.module.encoders[src](x)
         return self.module.decode(z, dst, probabilities=True, cov=self._cov(batch))
 
@@ -597,8 +687,15 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         if self.task == "pgc_only":
             return None
         x, masks = self._inputs(batch)
-        z = self.module.encode(x, masks)
+        z = self.module.encode(self._noised(x, masks), masks)
         return self.module.head_outputs(z, masks, [self.module.best()])[0][2].argmax(dim=1)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before the best-head votes existed load with no votes."""
+        state = checkpoint.get("state_dict", {})
+        key = "module.head_votes"
+        if key not in state:
+            state[key] = torch.zeros(int(self.hparams["n_head"]), dtype=torch.long)
 
     # ---------------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
@@ -610,8 +707,9 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
         return x, masks
 
     def _noised(self, x: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Training-only input noise (the reference also added it at inference)."""
-        if not self.training:
+        """Input noise ``x + N(0, s)``, ``s = level * var(x)``: in training, and also at
+        inference with ``noise_at_inference`` (the original)."""
+        if not (self.training or self.deviations.noise_at_inference):
             return x
         level = self.hparams["noise_level"]
         out = {}
@@ -632,85 +730,8 @@ discriminator_weight, ddc_weight, self_entropy_weight, cross_entropy_weight
             self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=n)
 
 
-# ------------------------------------------------------------------------- helpers
 #: constructor hyper-parameters other than ``spec`` (all saved in checkpoints)
 _HPARAMS = tuple(inspect.signature(UnitedNet.__init__).parameters)[2:]
-
-
-def _choice(key: str, value: Any, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise InputError(f"unknown {key} '{value}'", f"model.{key}", f"use one of {list(allowed)}")
-
-
-def _default_group_mode(task: str, spec: DataSpec) -> str:
-    if task == "supervised":
-        return "classification"
-    if task in ("group_only", "joint") and spec.n_labels > 0:
-        return "classification"
-    return "clustering"
-
-
-def _resolve_n_groups(n_groups: int | None, task: str, mode: str, spec: DataSpec) -> int:
-    if mode == "classification":
-        if spec.n_labels == 0:
-            raise InputError(
-                f"task={task} classifies cells but the data has no labels",
-                "model.task",
-                "give the data a label_key, or use task=unsupervised with model.n_groups",
-            )
-        if n_groups not in (None, spec.n_labels):
-            raise InputError(
-                f"n_groups={n_groups} but the data has {spec.n_labels} label categories",
-                "model.n_groups",
-                "leave model.n_groups unset for classification",
-            )
-        return spec.n_labels
-    if n_groups is None:
-        counts = spec.train_label_counts
-        n_groups = sum(c > 0 for c in counts) if counts else spec.n_labels
-    if not n_groups:
-        if task == "pgc_only":
-            return 2  # heads exist but are not trained in pgc_only
-        raise InputError(
-            "the number of groups is unknown: the data has no labels",
-            "model.n_groups",
-            "set model.n_groups=<number of clusters>",
-        )
-    if n_groups < 2:
-        raise InputError(f"n_groups={n_groups}", "model.n_groups", "use at least 2 groups")
-    return int(n_groups)
-
-
-def _default_hidden(n_in: int) -> list[int]:
-    return [min(512, max(32, n_in // 2)), min(256, max(32, n_in // 4))]
-
-
-def _per_modality(value: Hidden, mods: list[str], default) -> dict[str, list[int]]:
-    if value is None:
-        return {m: list(default(m)) for m in mods}
-    if isinstance(value, Mapping):
-        return {m: [int(w) for w in value[m]] if m in value else list(default(m)) for m in mods}
-    return {m: [int(w) for w in value] for m in mods}
-
-
-def _per_modality_value(value: float | Mapping[str, float], mods: list[str]) -> dict[str, float]:
-    if isinstance(value, Mapping):
-        return {m: float(value.get(m, 0.0)) for m in mods}
-    return {m: float(value) for m in mods}
-
-
-def _is_binary(spec: DataSpec, m: str) -> bool:
-    transform = spec.transforms.get(m, "binarize" if spec.kinds[m] == "binary" else "none")
-    return transform == "binarize" or (spec.kinds[m] == "binary" and transform == "none")
-
-
-def _plain(value: Any) -> Any:
-    """Hydra containers -> plain dicts and lists (for clean hyper-parameters)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _dense(x: Tensor) -> Tensor:
