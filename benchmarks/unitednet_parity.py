@@ -99,33 +99,38 @@ ARCH_BEFORE = {
 
 
 def variant_overrides(name: str, dataset: str) -> dict[str, Any]:
-    """mmint model overrides of a variant.
+    """mmint model overrides of a variant ``<base>[+<mod>...][-<switch>...][@train_folds]``.
 
-    ``default`` (mmint as configured), ``original`` (``compat: original``), ``before`` (mmint
-    before the parity study: its switches and presets then), ``before+arch`` (``before`` with
-    the presets' networks fixed), ``before+<switch>`` (``before`` with one switch at the
-    original's value), ``original-<switch>`` (``compat: original`` with one switch at mmint's
-    former value), ``<any>@train_folds`` (one scaler fitted on the training folds, as mmint's
-    data module: a protocol change, not a model one).
+    Bases: ``default`` (mmint as configured), ``original`` (``compat: original``), ``before``
+    (mmint before the parity study: its switches and presets then). ``+<switch>`` sets a
+    switch to the original's value, ``-<switch>`` to mmint's former value; ``+arch`` gives
+    ``before`` the fixed preset networks, ``+archbefore`` gives any base the former ones;
+    ``@train_folds``: one scaler fitted on the training folds, as mmint's data module (a
+    protocol change, not a model one).
     """
-    base, _, scaler = name.partition("@")
+    rest, _, scaler = name.partition("@")
     out: dict[str, Any] = {"_scaler": scaler} if scaler else {}
-    if base == "default":
-        return out
+    tokens = rest.replace("-", " -").replace("+", " +").split()
+    base, mods = tokens[0], tokens[1:]
     if base == "original":
-        return {**out, "compat": "original"}
-    if base.startswith("original-"):
-        key = base.removeprefix("original-")
-        return {**out, "compat": "original", key: SWITCHES_BEFORE[key]}
-    if base.startswith("before"):
+        out["compat"] = "original"
+    elif base == "before":
         out.update(SWITCHES_BEFORE)
-        extra = base.removeprefix("before").removeprefix("+")
-        if extra != "arch":
+        if "+arch" not in mods:
             out.update(ARCH_BEFORE.get(dataset, {}))
-        if extra and extra != "arch":
-            out[extra] = SWITCHES_ORIGINAL[extra]
-        return out
-    raise SystemExit(f"error: unknown variant '{name}'")
+    elif base != "default":
+        raise SystemExit(f"error: unknown variant '{name}'")
+    for mod in mods:
+        key = mod[1:]
+        if mod in ("+arch",):
+            continue
+        if mod == "+archbefore":
+            out.update(ARCH_BEFORE.get(dataset, {}))
+        elif key in SWITCHES_ORIGINAL:
+            out[key] = (SWITCHES_ORIGINAL if mod[0] == "+" else SWITCHES_BEFORE)[key]
+        else:
+            raise SystemExit(f"error: unknown variant modifier '{mod}' in '{name}'")
+    return out
 
 
 # ---------------------------------------------------------------------------- mmint
