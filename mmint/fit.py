@@ -111,8 +111,6 @@ def train_model(
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    dm.passes_per_epoch = int(getattr(model, "train_passes_per_epoch", 1))
-    dm.include_target_in_train = bool(getattr(model, "uses_unlabelled_target", False))
     ev = cfg.get("eval", {})
     trainer_cfg = dict(cfg.get("trainer", {}))
     checkpoint = ModelCheckpoint(

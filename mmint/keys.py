@@ -4,6 +4,10 @@ INDEX = "index"
 BATCH = "batch"
 LABEL = "label"
 UNKNOWN_LABEL = -1
+#: training batches only: the index of the pass over the training cells within the epoch
+#: (models with several passes per epoch, e.g. UnitedNet's epoch alternation, run the phase
+#: of that pass)
+PHASE = "phase"
 
 
 def counts_key(modality: str) -> str:

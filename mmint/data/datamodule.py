@@ -42,12 +42,19 @@ class _BatchDataset(Dataset):
     def __len__(self) -> int:
         return self.dm.data.n_cells
 
-    def __getitem__(self, idx: Sequence[int]) -> Batch:
+    def __getitem__(self, idx: Sequence[int] | tuple[int, Sequence[int]]) -> Batch:
+        if isinstance(idx, tuple):  # (pass index, cells) from the training sampler
+            batch = self.dm.batch(np.asarray(idx[1]))
+            batch[keys.PHASE] = torch.tensor(idx[0])
+            return batch
         return self.dm.batch(np.asarray(idx))
 
 
-class _ShuffledBatches(Sampler[list[int]]):
-    """``passes`` reshuffled passes over ``cells`` per iteration, seeded by (seed, epoch)."""
+class _ShuffledBatches(Sampler[tuple[int, list[int]]]):
+    """``passes`` reshuffled passes over ``cells`` per iteration, seeded by (seed, epoch).
+
+    Yields ``(pass index, cells)``: every training batch says which pass it belongs to.
+    """
 
     def __init__(self, cells: np.ndarray, batch_size: int, seed: int, passes: int = 1) -> None:
         self.cells, self.batch_size, self.seed, self.passes = cells, batch_size, seed, passes
@@ -61,12 +68,12 @@ class _ShuffledBatches(Sampler[list[int]]):
             chunks[-1] = np.concatenate([chunks[-1], last])
         return chunks
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
-        for _ in range(self.passes):
+        for k in range(self.passes):
             for chunk in self._one_pass(rng):
-                yield chunk.tolist()
+                yield k, chunk.tolist()
 
     def __len__(self) -> int:
         per_pass = -(-len(self.cells) // self.batch_size)
@@ -99,9 +106,13 @@ class PairedDataModule(L.LightningDataModule):
 
     Notes
     -----
-    Attributes a model may ask for (set by the fit pipeline): ``passes_per_epoch`` (the train
-    loader yields that many reshuffled passes per epoch) and ``include_target_in_train``
-    (``holdout_batch`` target cells join the train loader, always with label -1).
+    What the train loader yields follows the model being trained (read from
+    ``trainer.lightning_module``, so a plain ``Trainer.fit(model, datamodule)`` runs the
+    model's schedule): ``train_passes_per_epoch`` reshuffled passes per epoch, each batch
+    tagged with its pass index (``keys.PHASE``), and, when the model's
+    ``uses_unlabelled_target`` is true, the ``holdout_batch`` target cells in the train loader
+    (always with label -1). The attributes ``passes_per_epoch`` and
+    ``include_target_in_train`` override the model's declaration when set (not ``None``).
     Labels of ``holdout_batch`` target cells are never put in a batch.
     """
 
@@ -126,8 +137,10 @@ class PairedDataModule(L.LightningDataModule):
             for m, mod in data.modalities.items()
         }
         self.n_top_features = dict(n_top_features or {})
-        self.passes_per_epoch = 1
-        self.include_target_in_train = False
+        #: passes per epoch of the train loader (``None``: the model's declaration, else 1)
+        self.passes_per_epoch: int | None = None
+        #: add the unlabelled target cells to the train loader (``None``: the model's)
+        self.include_target_in_train: bool | None = None
         self._ready = False
 
     # ------------------------------------------------------------------ setup
@@ -246,17 +259,28 @@ class PairedDataModule(L.LightningDataModule):
     def _loader(self, sampler: Sampler | Sequence[list[int]]) -> DataLoader:
         return DataLoader(_BatchDataset(self), sampler=sampler, batch_size=None)
 
+    def _declared(self, attribute: str, model_attribute: str, default: Any) -> Any:
+        """This module's setting, else the trained model's declaration, else ``default``."""
+        if getattr(self, attribute) is not None:
+            return getattr(self, attribute)
+        trainer = getattr(self, "trainer", None)
+        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        return getattr(model, model_attribute, default)
+
     def train_cells(self) -> np.ndarray:
         """Cells the train loader walks (train, plus the unlabelled target when asked)."""
         train = self.split["train"]
-        if self.include_target_in_train and self.split_config.get("kind") == "holdout_batch":
+        target = self._declared("include_target_in_train", "uses_unlabelled_target", False)
+        if target and self.split_config.get("kind") == "holdout_batch":
             train = np.sort(np.concatenate([train, self.split["test"]]))
         return train
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled dict batches of training cells (``passes_per_epoch`` passes)."""
+        """Shuffled dict batches of training cells (``train_passes_per_epoch`` passes, each
+        batch tagged with its pass index)."""
+        passes = int(self._declared("passes_per_epoch", "train_passes_per_epoch", 1))
         return self._loader(
-            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, self.passes_per_epoch)
+            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, passes)
         )
 
     def _ordered(self, idx: np.ndarray, size: int) -> DataLoader:

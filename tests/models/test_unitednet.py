@@ -522,7 +522,6 @@ def test_reinit_group_heads_keeps_encoders():
 def test_one_epoch_fit(tiny_dm, task, alternation):
     L.seed_everything(0, verbose=False)
     model = UnitedNet(tiny_dm.spec, task=task, alternation=alternation, n_head=2)
-    tiny_dm.passes_per_epoch = model.train_passes_per_epoch
     trainer = _trainer()
     trainer.fit(model, datamodule=tiny_dm)
     metrics = trainer.callback_metrics
@@ -539,14 +538,29 @@ def test_one_epoch_fit(tiny_dm, task, alternation):
 
 
 def test_epoch_alternation_runs_each_pass_in_turn(tiny_dm):
+    """A plain ``Trainer.fit(model, datamodule)`` runs the model's schedule: nothing is set
+    on the data module by hand."""
     model = UnitedNet(tiny_dm.spec, task="supervised", group_passes=2)
-    tiny_dm.passes_per_epoch = model.train_passes_per_epoch
     seen: list[str] = []
     original = model._phases
-    model._phases = lambda i: seen.extend(original(i)) or original(i)  # type: ignore[method-assign]
-    _trainer().fit(model, datamodule=tiny_dm)
-    per_pass = len(seen) // 3
-    assert seen == ["pgc"] * per_pass + ["group"] * 2 * per_pass and per_pass >= 3
+
+    def spy(batch, batch_idx):
+        phases = original(batch, batch_idx)
+        seen.extend(phases)
+        return phases
+
+    model._phases = spy  # type: ignore[method-assign]
+    _trainer(max_epochs=2).fit(model, datamodule=tiny_dm)
+    per_pass = len(seen) // 6
+    epoch = ["pgc"] * per_pass + ["group"] * 2 * per_pass
+    assert seen == epoch + epoch and per_pass >= 3
+
+
+def test_a_loader_with_too_few_passes_is_refused(tiny_dm):
+    model = UnitedNet(tiny_dm.spec, task="supervised", group_passes=2)
+    tiny_dm.passes_per_epoch = 1  # overrides the model's declaration (3 passes)
+    with pytest.raises(InputError, match="passes"):
+        _trainer().fit(model, datamodule=tiny_dm)
 
 
 def test_gradient_clipping_applies(tiny_dm):
@@ -604,7 +618,6 @@ def test_same_seed_same_metrics(tiny_dm):
     for _ in range(2):
         L.seed_everything(3, verbose=False)
         model = UnitedNet(tiny_dm.spec, n_head=2)
-        tiny_dm.passes_per_epoch = model.train_passes_per_epoch
         trainer = _trainer(max_epochs=2)
         trainer.fit(model, datamodule=tiny_dm)
         values.append({k: float(v) for k, v in trainer.callback_metrics.items()})
@@ -614,7 +627,6 @@ def test_same_seed_same_metrics(tiny_dm):
 def test_checkpoint_round_trip(tiny_dm, tmp_path):
     L.seed_everything(0, verbose=False)
     model = UnitedNet(tiny_dm.spec, n_head=3, latent_projector="linear")
-    tiny_dm.passes_per_epoch = model.train_passes_per_epoch
     trainer = _trainer()
     trainer.fit(model, datamodule=tiny_dm)
     model.module.best_head.fill_(2)

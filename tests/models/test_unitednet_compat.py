@@ -142,7 +142,6 @@ def test_gradient_clip_off_under_compat(monkeypatch):
 def test_vote_rule_counts_passes_in_a_fit(tiny_dm):
     L.seed_everything(0, verbose=False)
     model = UnitedNet(tiny_dm.spec, task="unsupervised", n_head=3, best_head_rule="vote")
-    tiny_dm.passes_per_epoch = model.train_passes_per_epoch
     _trainer(max_epochs=3).fit(model, datamodule=tiny_dm)
     # one clustering pass and one validation pass (the last schedule is a group one) per epoch
     assert int(model.module.head_votes.sum()) == 6
@@ -155,6 +154,5 @@ def test_vote_rule_counts_passes_in_a_fit(tiny_dm):
 def test_val_argmin_rule_casts_no_votes(tiny_dm):
     L.seed_everything(0, verbose=False)
     model = UnitedNet(tiny_dm.spec, task="unsupervised", n_head=3)
-    tiny_dm.passes_per_epoch = model.train_passes_per_epoch
     _trainer(max_epochs=2).fit(model, datamodule=tiny_dm)
     assert int(model.module.head_votes.sum()) == 0

@@ -9,9 +9,11 @@ Three optimizers, as the reference's schedules but with the discriminator on its
   for clustering when ``cluster_update_encoders``).
 
 ``alternation="epoch"`` replicates the reference: each Lightning epoch is a full pass of the
-``pgc`` step, then the group passes (``2 M`` for classification, 1 for clustering). The data
-module honours :attr:`UnitedNet.train_passes_per_epoch` by yielding that many reshuffled
-passes per epoch. ``alternation="batch"`` alternates both steps on every batch.
+``pgc`` step, then the group passes (``2 M`` for classification, 1 for clustering). The model
+declares :attr:`UnitedNet.train_passes_per_epoch`; the data module's train loader yields that
+many reshuffled passes per epoch and tags every batch with its pass index
+(``keys.PHASE``), which names the phase of the step. ``alternation="batch"`` alternates both
+steps on every batch.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from mmint.models.unitednet.config import (
     plain,
     resolve_n_groups,
 )
-from mmint.models.unitednet.heads import HeadStats, vote
+from mmint.models.unitednet.heads import HeadSelector
 from mmint.models.unitednet.module import FUSERS, LATENT_PROJECTORS, UnitedNetModule
 from mmint.nn.batch import BatchAdversary, batch_one_hot
 
@@ -274,6 +276,9 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         cw = torch.tensor(weights, dtype=torch.float32) if len(weights) == n_groups else None
         self.register_buffer("class_weights", cw, persistent=False)
         self._generator: torch.Generator | None = None
+        self.heads = HeadSelector(
+            self.module.best_head, self.module.head_votes, self.deviations.best_head_rule
+        )
         self._reset_head_stats()
 
     # --------------------------------------------------------------------- settings
@@ -404,7 +409,7 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
     # --------------------------------------------------------------------- training
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         """Run the phase(s) of this batch: ``pgc`` (+ discriminator), ``group`` or ``joint``."""
-        for phase in self._phases(batch_idx):
+        for phase in self._phases(batch, batch_idx):
             if phase == "pgc":
                 self._pgc_step(batch)
             elif phase == "group":
@@ -412,17 +417,25 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
             else:
                 self._joint_step(batch)
 
-    def _phases(self, batch_idx: int) -> list[str]:
+    def _phases(self, batch: Batch, batch_idx: int) -> list[str]:
         schedule = self.schedule
         if self.hparams["alternation"] == "batch":
             return schedule
-        n_passes, n_batches = len(schedule), self.trainer.num_training_batches
-        if not math.isfinite(n_batches):  # a loader without a length: alternate per batch
-            return [p for i, p in enumerate(schedule) if p != schedule[i - 1] or i == 0]
-        per_pass = max(1, int(n_batches) // n_passes)
-        index = min(batch_idx // per_pass, n_passes - 1)
+        if keys.PHASE in batch:  # the data module tags each batch with its pass
+            index = int(batch[keys.PHASE])
+        else:  # a loader without pass tags: split its batches into equal passes
+            n_passes, n_batches = len(schedule), self.trainer.num_training_batches
+            if not math.isfinite(n_batches):
+                return [p for i, p in enumerate(schedule) if p != schedule[i - 1] or i == 0]
+            index = batch_idx // max(1, int(n_batches) // n_passes)
+        if index >= len(schedule):
+            raise InputError(
+                f"a training batch of pass {index} but the schedule has {len(schedule)} passes",
+                "train loader",
+                "give the model a PairedDataModule (it yields train_passes_per_epoch passes)",
+            )
         if index != self._pass:  # a new pass: the previous one's head statistics are complete
-            self._end_train_pass()
+            self.heads.end_pass(self._vote_threshold)
             self._pass = index
         return [schedule[index]]
 
@@ -602,65 +615,53 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
     def on_validation_epoch_start(self) -> None:
         """End the epoch's last training pass (validation runs before the epoch's end hook)
         and reset the validation accumulators."""
-        self._end_train_pass()
-        self._val_heads.reset()
+        self.heads.end_pass(self._vote_threshold)
+        self.heads.val.reset()
         self._val_pgc = {"translation": 0.0, "reconstruction": 0.0, "n": 0}
 
     def on_validation_epoch_end(self) -> None:
         """Choose the best head and log ``val/loss`` (the best head's selection loss)."""
         if not self.trainer.sanity_checking:
-            if self.deviations.best_head_rule == "vote":
-                # the original's validation pass has group losses only when the epoch's last
-                # schedule is a group one
-                last_is_group = self.schedule[-1] != "pgc"
-                self._set_best(self._vote(self._val_heads.argmin() if last_is_group else None))
-            else:
-                self._set_best(self._val_heads.argmin())
-            self._val_chosen = self._val_heads.means() is not None
+            # the original's validation pass has group losses only when the epoch's last
+            # schedule is a group one
+            self.heads.end_validation(self._vote_threshold, self.schedule[-1] != "pgc")
         self.log("val/loss", self._selection_value())
         self.log("val/best_head", float(self.module.best()))
 
     def on_train_epoch_end(self) -> None:
-        """End the last pass; without validation, choose the best head from the training
-        losses of the epoch."""
-        self._end_train_pass()
-        if not self._val_chosen and self.deviations.best_head_rule == "val_argmin":
-            self._set_best(self._epoch_heads.argmin())
+        """End the last pass; without validation, choose from the epoch's training losses."""
+        if self._pass < len(self.schedule) - 1 and self.hparams["alternation"] == "epoch":
+            raise InputError(
+                f"the train loader gave {self._pass + 1} passes but the schedule has "
+                f"{len(self.schedule)} ({self.schedule})",
+                "train loader",
+                "give the model a PairedDataModule (it yields train_passes_per_epoch passes)",
+            )
+        self.heads.end_pass(self._vote_threshold)
+        self.heads.end_epoch()
 
-    def _end_train_pass(self) -> None:
-        """The original's rule: each training pass with group losses votes for its argmin."""
-        if self.deviations.best_head_rule == "vote" and self._pass_heads.means() is not None:
-            self._set_best(self._vote(self._pass_heads.argmin()))
-        self._pass_heads.reset()
-
-    def _vote(self, winner: int | None) -> int | None:
-        threshold = int(self.trainer.max_epochs or 1) // 3
-        return vote(self.module.head_votes, winner, threshold)
-
-    def _set_best(self, head: int | None) -> None:
-        if head is not None:
-            self.module.best_head.fill_(head)
+    @property
+    def _vote_threshold(self) -> int:
+        return int(self.trainer.max_epochs or 1) // 3
 
     def _selection_value(self) -> Tensor:
         sel, pgc = self.selection_loss, self._val_pgc
-        means = self._val_heads.means()
-        if sel in ("translation", "reconstruction") or means is None:
+        value = self.heads.selection_loss()
+        if sel in ("translation", "reconstruction") or value is None:
             key = sel if sel in ("translation", "reconstruction") else "translation"
             return torch.tensor(pgc[key] / max(pgc["n"], 1))
-        return means[self.module.best()]
+        return value
 
     def _track_heads(self, losses: dict[str, Tensor], labels, x, train: bool) -> None:
         if self.group_mode == "classification":
             value, weight = losses["cross_entropy"], float((labels >= 0).sum())
         else:
             value, weight = losses["ddc"], float(x[self.modalities[0]].shape[0])
-        for stats in (self._epoch_heads, self._pass_heads) if train else (self._val_heads,):
-            stats.add(value, weight)
+        self.heads.track(value, weight, train)
 
     def _reset_head_stats(self) -> None:
-        self._epoch_heads, self._pass_heads, self._val_heads = HeadStats(), HeadStats(), HeadStats()
+        self.heads.reset()
         self._val_pgc = {"translation": 0.0, "reconstruction": 0.0, "n": 0}
-        self._val_chosen = False
         self._pass = 0
 
     # -------------------------------------------------------------------- interface

@@ -100,8 +100,6 @@ def one_step(name: str) -> dict[str, torch.Tensor]:
     L.seed_everything(0, verbose=False)
     dm = datamodule()
     model = build_model(name.split("_")[0], dm.spec, **MODELS[name])
-    if hasattr(model, "train_passes_per_epoch"):
-        dm.passes_per_epoch = model.train_passes_per_epoch
     capture = _Capture()
     trainer = L.Trainer(
         max_steps=1,
