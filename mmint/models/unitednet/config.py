@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from mmint.data.spec import DataSpec
@@ -104,3 +105,157 @@ def plain(value: Any) -> Any:
     if isinstance(value, Sequence) and not isinstance(value, str):
         return [plain(v) for v in value]
     return value
+
+
+FUSERS = ("weighted_mean", "feature_weighted_mean")
+LATENT_PROJECTORS = ("identity", "linear")
+
+
+@dataclass(frozen=True)
+class Networks:
+    """UnitedNet's networks, resolved for one dataset (what the module is built from).
+
+    Attributes
+    ----------
+    modalities
+        Modality names in a fixed order.
+    n_features
+        Input width per modality.
+    binary
+        Whether each modality's model input is 0/1 (binary cross-entropy, sigmoid output).
+    latent_dim
+        Shared latent width ``d``.
+    encoder_hidden, decoder_hidden, discriminator_hidden
+        Hidden widths per modality.
+    n_groups
+        Clusters or classes ``K`` of each head.
+    n_head
+        Number of parallel group heads.
+    fuser
+        ``"weighted_mean"`` or ``"feature_weighted_mean"``.
+    projector_dim, projector_norm
+        Head projector width and whether it has ``LayerNorm + ReLU``.
+    latent_projector
+        ``"identity"`` or ``"linear"`` (``d -> d``), used by the contrastive loss only.
+    activation, latent_activation, latent_norm
+        Hidden activation; activation and norm (``None``, ``"batch"``, ``"layer"``) of the
+        encoder output layer.
+    dropout, decoder_dropout, discriminator_dropout
+        Dropout probability per modality of the encoders, decoders and discriminators (the
+        original's decoders have none; its discriminators copy the encoders').
+    dropout_first_only
+        Dropout after the first layer only (every network).
+    batch_norm, layer_norm
+        Norms of the hidden layers of encoders and decoders.
+    decoder_batch_norm
+        BatchNorm on the decoders' hidden layers.
+    discriminator_out_dim, discriminator_out_norm
+        Discriminator output units and norm. LayerNorm over one unit makes the discriminator a
+        constant (the original's atacseq and dbitseq configs): such a discriminator is built
+        without the LayerNorm and flagged (``UnitedNetModule.constant_discriminator``), so that
+        the plan can reproduce the original (GAN off) when asked.
+    init
+        ``"kaiming_normal"`` (every ``Linear`` weight, as in the reference) or ``"default"``.
+    n_covariates
+        Width of a covariate (the one-hot batch) appended to every decoder's input; 0: none
+        (the reference).
+    """
+
+    modalities: tuple[str, ...]
+    n_features: dict[str, int]
+    binary: dict[str, bool]
+    latent_dim: int
+    encoder_hidden: dict[str, list[int]]
+    decoder_hidden: dict[str, list[int]]
+    discriminator_hidden: dict[str, list[int]]
+    n_groups: int
+    n_head: int = 1
+    fuser: str = "weighted_mean"
+    projector_dim: int = 100
+    projector_norm: bool = True
+    latent_projector: str = "identity"
+    activation: str = "relu"
+    latent_activation: str | None = None
+    latent_norm: str | None = "layer"
+    dropout: dict[str, float] = field(default_factory=dict)
+    decoder_dropout: dict[str, float] = field(default_factory=dict)
+    discriminator_dropout: dict[str, float] = field(default_factory=dict)
+    dropout_first_only: bool = False
+    batch_norm: bool = False
+    layer_norm: bool = False
+    decoder_batch_norm: bool = False
+    discriminator_out_dim: int = 1
+    discriminator_out_norm: str | None = None
+    init: str = "kaiming_normal"
+    n_covariates: int = 0
+
+    @classmethod
+    def resolve(cls, hp: Mapping[str, Any], spec: DataSpec, n_covariates: int) -> Networks:
+        """The networks of a model's (already resolved) hyper-parameters ``hp`` on ``spec``."""
+        mods = list(spec.modalities)
+        check_choice("fuser", hp["fuser"], FUSERS)
+        check_choice("latent_projector", hp["latent_projector"], LATENT_PROJECTORS)
+        dropout = per_modality_value(hp["dropout"], mods)
+        d_drop = hp["discriminator_dropout"]
+        d_bn = hp["decoder_batch_norm"]
+        names = {f.name for f in fields(cls)} - {"modalities", "n_features", "binary"}
+        given = {k: hp[k] for k in names if k in hp}
+        return cls(
+            **{
+                **given,
+                "modalities": tuple(mods),
+                "n_features": dict(spec.n_features),
+                "binary": {m: is_binary(spec, m) for m in mods},
+                "dropout": dropout,
+                "decoder_dropout": per_modality_value(hp["decoder_dropout"], mods),
+                "discriminator_dropout": dropout
+                if d_drop is None
+                else per_modality_value(d_drop, mods),
+                "decoder_batch_norm": bool(hp["batch_norm"] if d_bn is None else d_bn),
+                "n_covariates": n_covariates,
+            }
+        )
+
+
+def resolve_hparams(given: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]:
+    """Check the constructor's hyper-parameters once and fill the data-dependent defaults.
+
+    Returns plain values (Hydra containers turned into dicts and lists) with ``group_mode``,
+    ``n_groups``, ``latent_dim``, the hidden widths and ``batch_correction`` resolved, so that
+    a checkpoint's hyper-parameters rebuild the same networks on any data.
+    """
+    hp = {k: plain(v) for k, v in given.items()}
+    for key, allowed in (
+        ("task", TASKS),
+        ("alternation", ALTERNATIONS),
+        ("stage", STAGES),
+        ("fuser", FUSERS),
+        ("latent_projector", LATENT_PROJECTORS),
+    ):
+        check_choice(key, hp[key], allowed)
+    if hp["group_mode"] is not None:
+        check_choice("group_mode", hp["group_mode"], GROUP_MODES)
+    if hp["selection_loss"] is not None:
+        check_choice("selection_loss", hp["selection_loss"], SELECTION_LOSSES)
+    if hp["batch_correction"] is None:
+        hp["batch_correction"] = "covariate" if spec.n_batches > 1 else "none"
+    check_choice("batch_correction", hp["batch_correction"], BATCH_CORRECTIONS)
+    if spec.n_batches < 2:
+        hp["batch_correction"] = "none"  # nothing to correct: the reference's network
+    if hp["n_head"] < 1:
+        raise InputError(f"n_head={hp['n_head']}", "model.n_head", "use at least 1 head")
+    mods = list(spec.modalities)
+    hp["group_mode"] = hp["group_mode"] or default_group_mode(hp["task"], spec)
+    hp["n_groups"] = resolve_n_groups(hp["n_groups"], hp["task"], hp["group_mode"], spec)
+    hp["latent_dim"] = hp["latent_dim"] or (64 if max(spec.n_features.values()) >= 1000 else 32)
+    enc = per_modality_widths(
+        hp["encoder_hidden"], mods, lambda m: default_hidden(spec.n_features[m])
+    )
+    hp["encoder_hidden"] = enc
+    hp["decoder_hidden"] = per_modality_widths(
+        hp["decoder_hidden"], mods, lambda m: list(reversed(enc[m]))
+    )
+    hp["discriminator_hidden"] = per_modality_widths(
+        hp["discriminator_hidden"], mods, lambda m: [64]
+    )
+    return hp

@@ -15,12 +15,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmint.models.unitednet import losses as L
+import mmint.models.unitednet.losses as L
+from mmint.models.unitednet.config import FUSERS, LATENT_PROJECTORS, Networks
 from mmint.nn.batch import AppendConstant
 from mmint.nn.mlp import MLP
 
-FUSERS = ("weighted_mean", "feature_weighted_mean")
-LATENT_PROJECTORS = ("identity", "linear")
 _EPS = 1e-12
 
 
@@ -102,87 +101,21 @@ class GroupHead(nn.Module):
 
 
 class UnitedNetModule(nn.Module):
-    """UnitedNet's networks.
+    """UnitedNet's networks, built from a resolved :class:`~mmint.models.unitednet.config.Networks`.
 
     Parameters
     ----------
-    modalities
-        Modality names in a fixed order.
-    n_features
-        Input width per modality.
-    binary
-        Whether each modality's model input is 0/1 (binary cross-entropy, sigmoid output).
-    latent_dim
-        Shared latent width ``d``.
-    encoder_hidden, decoder_hidden, discriminator_hidden
-        Hidden widths per modality.
-    n_groups
-        Clusters or classes ``K`` of each head.
-    n_head
-        Number of parallel group heads.
-    fuser
-        ``"weighted_mean"`` or ``"feature_weighted_mean"``.
-    projector_dim, projector_norm
-        Head projector width and whether it has ``LayerNorm + ReLU``.
-    latent_projector
-        ``"identity"`` or ``"linear"`` (``d -> d``), used by the contrastive loss only.
-    activation, latent_activation, latent_norm
-        Hidden activation; activation and norm (``None``, ``"batch"``, ``"layer"``) of the
-        encoder output layer.
-    dropout
-        Dropout probability per modality of the encoders.
-    decoder_dropout, discriminator_dropout
-        Dropout probability per modality of the decoders and of the discriminators (the
-        original's decoders have none; its discriminators copy the encoders').
-    dropout_first_only
-        Dropout after the first layer only (every network).
-    batch_norm, layer_norm
-        Norms of the hidden layers of encoders and decoders.
-    decoder_batch_norm
-        BatchNorm on the decoders' hidden layers (default: as ``batch_norm``).
-    discriminator_out_dim, discriminator_out_norm
-        Discriminator output units and norm. LayerNorm over one unit makes the discriminator a
-        constant (the original's atacseq and dbitseq configs): such a discriminator is built
-        without the LayerNorm, and :attr:`constant_discriminator` is set so that the plan can
-        reproduce the original (GAN off) when asked.
-    init
-        ``"kaiming_normal"`` (every ``Linear`` weight, as in the reference) or ``"default"``.
-    n_covariates
-        Width of a covariate (the one-hot batch) appended to every decoder's input; 0: none
-        (the reference).
+    net
+        Every width, norm, dropout and head setting, per modality where it differs.
     """
 
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        n_features: dict[str, int],
-        binary: dict[str, bool],
-        latent_dim: int,
-        encoder_hidden: dict[str, list[int]],
-        decoder_hidden: dict[str, list[int]],
-        discriminator_hidden: dict[str, list[int]],
-        n_groups: int,
-        n_head: int = 1,
-        fuser: str = "weighted_mean",
-        projector_dim: int = 100,
-        projector_norm: bool = True,
-        latent_projector: str = "identity",
-        activation: str = "relu",
-        latent_activation: str | None = None,
-        latent_norm: str | None = "layer",
-        dropout: dict[str, float] | None = None,
-        dropout_first_only: bool = False,
-        batch_norm: bool = False,
-        layer_norm: bool = False,
-        decoder_dropout: dict[str, float] | None = None,
-        discriminator_dropout: dict[str, float] | None = None,
-        decoder_batch_norm: bool | None = None,
-        discriminator_out_dim: int = 1,
-        discriminator_out_norm: str | None = None,
-        init: str = "kaiming_normal",
-        n_covariates: int = 0,
-    ) -> None:
+    def __init__(self, net: Networks) -> None:
         super().__init__()
+        self.config = net
+        modalities, n_features, binary = net.modalities, net.n_features, net.binary
+        latent_dim, n_groups, n_covariates = net.latent_dim, net.n_groups, net.n_covariates
+        fuser, latent_projector, init = net.fuser, net.latent_projector, net.init
+        activation = net.activation
         if fuser not in FUSERS:
             raise ValueError(f"unknown fuser {fuser!r}; use one of {FUSERS}")
         if latent_projector not in LATENT_PROJECTORS:
@@ -194,47 +127,43 @@ class UnitedNetModule(nn.Module):
         self.latent_dim = latent_dim
         self.n_groups = n_groups
         self.n_covariates = n_covariates
-        dropout = dropout or {}
-        decoder_dropout = decoder_dropout or {}
-        discriminator_dropout = dropout if discriminator_dropout is None else discriminator_dropout
-        decoder_batch_norm = batch_norm if decoder_batch_norm is None else decoder_batch_norm
         #: the configured discriminators would output a constant (LayerNorm over one unit)
         self.constant_discriminator = (
-            discriminator_out_dim == 1 and discriminator_out_norm == "layer"
+            net.discriminator_out_dim == 1 and net.discriminator_out_norm == "layer"
         )
-        d_norm = None if self.constant_discriminator else discriminator_out_norm
+        d_norm = None if self.constant_discriminator else net.discriminator_out_norm
         self.encoders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.discriminators = nn.ModuleDict()
         for m in self.modalities:
-            first = {"dropout_first_only": dropout_first_only, "activation": activation}
+            first = {"dropout_first_only": net.dropout_first_only, "activation": activation}
             self.encoders[m] = MLP(
                 n_features[m],
-                encoder_hidden[m],
+                net.encoder_hidden[m],
                 latent_dim,
-                out_activation=latent_activation,
-                out_norm=latent_norm,
-                dropout=dropout.get(m, 0.0),
-                batch_norm=batch_norm,
-                layer_norm=layer_norm,
+                out_activation=net.latent_activation,
+                out_norm=net.latent_norm,
+                dropout=net.dropout[m],
+                batch_norm=net.batch_norm,
+                layer_norm=net.layer_norm,
                 **first,
             )
             self.decoders[m] = MLP(
                 latent_dim + n_covariates,
-                decoder_hidden[m],
+                net.decoder_hidden[m],
                 n_features[m],
-                dropout=decoder_dropout.get(m, 0.0),
-                batch_norm=decoder_batch_norm,
-                layer_norm=layer_norm,
+                dropout=net.decoder_dropout[m],
+                batch_norm=net.decoder_batch_norm,
+                layer_norm=net.layer_norm,
                 **first,
             )
             self.discriminators[m] = MLP(
                 n_features[m],
-                discriminator_hidden[m],
-                discriminator_out_dim,
+                net.discriminator_hidden[m],
+                net.discriminator_out_dim,
                 out_activation="sigmoid",
                 out_norm=d_norm,
-                dropout=discriminator_dropout.get(m, 0.0),
+                dropout=net.discriminator_dropout[m],
                 **first,
             )
         self.heads = nn.ModuleList(
@@ -242,11 +171,11 @@ class UnitedNetModule(nn.Module):
                 len(self.modalities),
                 latent_dim,
                 n_groups,
-                projector_dim,
+                net.projector_dim,
                 fuser == "feature_weighted_mean",
-                projector_norm,
+                net.projector_norm,
             )
-            for _ in range(n_head)
+            for _ in range(net.n_head)
         )
         self.latent_projector = (
             nn.Linear(latent_dim, latent_dim) if latent_projector == "linear" else nn.Identity()
@@ -254,7 +183,7 @@ class UnitedNetModule(nn.Module):
         #: index of the head used for outputs; chosen on validation losses, kept in checkpoints
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
         #: passes each head has won (the original's best-head vote; kept in checkpoints)
-        self.register_buffer("head_votes", torch.zeros(n_head, dtype=torch.long))
+        self.register_buffer("head_votes", torch.zeros(net.n_head, dtype=torch.long))
         self.init = init
         if init == "kaiming_normal":
             _kaiming(self)

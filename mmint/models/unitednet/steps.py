@@ -1,0 +1,186 @@
+"""UnitedNet's optimisation steps: translation (pgc) with its discriminators, grouping, joint,
+and the batch adversary, as a mixin of the LightningModule (:mod:`.plan`).
+
+Which step runs on which batch is the plan's schedule; what the deviation switches change
+here is listed in :mod:`.compat`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mmint import keys
+from mmint.models.base import Batch
+
+
+class UnitedNetSteps:
+    """The training steps (manual optimisation with the plan's optimizers)."""
+
+    def _pgc_step(self, batch: Batch) -> None:
+        opt, opt_d = self.optimizers()[:2]
+        x, masks = self._inputs(batch)
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
+        losses, fakes = self._pgc_losses(x, masks, z=z, batch=batch, noised=noised)
+        losses.update(self._fool_batch_adversary(z, masks, batch))
+        total = self._weighted(losses)
+        shared = fakes and self.deviations.shared_discriminator_optimizer
+        if shared:  # the original: one backward for translation and discriminator losses
+            d_loss = self.module.discriminator_loss(self._targets(x, noised), fakes, masks)
+            total = total + self.hparams["discriminator_weight"] * d_loss
+        self._step(opt, total)
+        self._log_train(losses, x)
+        if shared:
+            self._log_train({"discriminator": d_loss}, x)
+        elif fakes:
+            self._discriminator_step(opt_d, self._targets(x, noised), fakes, masks)
+        self._batch_adversary_step(z, masks, batch)
+
+    def _fool_batch_adversary(self, z, masks, batch: Batch) -> dict[str, Tensor]:
+        """The encoders' loss for fooling the batch adversary (empty without one)."""
+        if self.batch_adversary is None:
+            return {}
+        codes = batch[keys.BATCH]
+        terms = [
+            self.batch_adversary.loss(z[m][masks[m] > 0], codes[masks[m] > 0], fool=True)
+            for m in self.modalities
+            if int((masks[m] > 0).sum()) > 1
+        ]
+        return {"batch_adversary": torch.stack(terms).mean()} if terms else {}
+
+    def _batch_adversary_step(self, z, masks, batch: Batch) -> None:
+        """One step of the batch adversary on the detached latents of every modality."""
+        if self.batch_adversary is None:
+            return
+        obs = {m: masks[m] > 0 for m in self.modalities}
+        zs = torch.cat([z[m].detach()[obs[m]] for m in self.modalities])
+        if zs.shape[0] < 2:
+            return
+        codes = torch.cat([batch[keys.BATCH][obs[m]] for m in self.modalities])
+        loss = self.batch_adversary.loss(zs, codes, fool=False)
+        self._step(self.optimizers()[3], loss)
+        self._log_train({"batch_classifier": loss}, {self.modalities[0]: zs})
+
+    def _group_step(self, batch: Batch) -> None:
+        opt = self.optimizers()[2]
+        x, masks = self._inputs(batch)
+        labels = batch.get(keys.LABEL)
+        if self.group_mode == "classification" and not bool((labels >= 0).any()):
+            return  # nothing labelled in this batch: no step (target cells in transfer)
+        update_enc = self.group_mode == "classification" or self.hparams["cluster_update_encoders"]
+        with torch.set_grad_enabled(update_enc):
+            z = self.module.encode(self._noised(x, masks), masks)
+        losses, _ = self._group_losses(z, masks, labels)
+        self._step(opt, self._group_total(losses))
+        self._track_heads(losses, labels, x, train=True)
+        self._log_train({k: v[self.module.best()] for k, v in losses.items()}, x)
+
+    def _joint_step(self, batch: Batch) -> None:
+        opt, opt_d = self.optimizers()[:2]
+        x, masks = self._inputs(batch)
+        labels = batch.get(keys.LABEL)
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
+        group, logits = self._group_losses(z, masks, labels)
+        groups = logits.detach().argmax(1)
+        losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
+        losses.update(self._fool_batch_adversary(z, masks, batch))
+        self._step(opt, self._weighted(losses) + self._group_total(group))
+        self._track_heads(group, labels, x, train=True)
+        self._log_train({**losses, **{k: v[self.module.best()] for k, v in group.items()}}, x)
+        if fakes:
+            self._discriminator_step(opt_d, self._targets(x, noised), fakes, masks)
+        self._batch_adversary_step(z, masks, batch)
+
+    def _discriminator_step(self, opt, x, fakes, masks) -> None:
+        loss = self.module.discriminator_loss(x, fakes, masks)
+        self._step(opt, self.hparams["discriminator_weight"] * loss)
+        self._log_train({"discriminator": loss}, x)
+
+    def _group_losses(self, z, masks, labels) -> tuple[dict[str, Tensor], Tensor]:
+        hp = self.hparams
+        return self.module.group_losses(
+            z, masks, labels, self.group_mode, self.class_weights, hp["ddc_rel_sigma"]
+        )
+
+    def _pgc_losses(self, x, masks, z, groups=None, batch: Batch | None = None, noised=None):
+        """Unweighted translation-step losses of the latents ``z`` of the inputs ``x``."""
+        hp = self.hparams
+        correct = batch is not None and self.module.n_covariates > 0
+        return self.module.pgc_losses(
+            x,
+            self._targets(x, x if noised is None else noised),
+            masks,
+            translation=hp["translation_weight"] > 0,
+            contrastive=hp["contrastive_weight"] > 0,
+            adversarial=self.gan,
+            temperature=hp["temperature"],
+            negative_fraction=hp["negative_fraction"],
+            generator=self._generator,
+            z=z,
+            groups=groups,
+            cov=self._cov(batch) if correct else None,
+            strata=batch[keys.BATCH] if correct else None,
+        )
+
+    def _targets(self, x: dict[str, Tensor], noised: dict[str, Tensor]) -> dict[str, Tensor]:
+        """What decoders and discriminators compare with: the clean input, or (the original)
+        the noised one."""
+        return noised if self.deviations.noise_at_inference else x
+
+    def _step(self, opt, loss: Tensor) -> None:
+        opt.zero_grad()
+        self.manual_backward(loss)
+        clip = self.deviations.gradient_clip_val
+        if clip:
+            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt.step()
+
+    def _weighted(self, losses: dict[str, Tensor]) -> Tensor:
+        weights = {k: self.hparams[f"{k}_weight"] for k in losses}
+        if "contrastive" in weights and self.deviations.contrastive_per_head:
+            weights["contrastive"] /= self.hparams["n_head"]
+        return sum(weights[k] * v for k, v in losses.items())
+
+    def _group_total(self, losses: dict[str, Tensor]) -> Tensor:
+        # mean over heads: each head's loss is that of a one-head model; the original sums
+        # DDC over heads instead (ddc_sum_over_heads)
+        n_head = self.hparams["n_head"] if self.deviations.ddc_sum_over_heads else 1
+        return sum(
+            self.hparams[f"{k}_weight"] * v * (n_head if k == "ddc" else 1)
+            for k, v in losses.items()
+        ).mean()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Log every loss on validation cells and accumulate per-head selection losses."""
+        x, masks = self._inputs(batch)
+        labels = batch.get(keys.LABEL)
+        noised = self._noised(x, masks)
+        z = self.module.encode(noised, masks)
+        losses, _ = self.module.pgc_losses(
+            noised,
+            self._targets(x, noised),
+            masks,
+            contrastive=False,
+            adversarial=False,
+            z=z,
+            cov=self._cov(batch),
+        )
+        n = x[self.modalities[0]].shape[0]
+        self._val_pgc["translation"] += (
+            float(losses.get("translation", losses["reconstruction"])) * n
+        )
+        self._val_pgc["reconstruction"] += float(losses["reconstruction"]) * n
+        self._val_pgc["n"] += n
+        if self.task != "pgc_only":
+            group, _ = self._group_losses(z, masks, labels)
+            self._track_heads(group, labels, x, train=False)
+            losses.update({k: v[self.module.best()] for k, v in group.items()})
+        for k, v in losses.items():
+            self.log(f"val/{k}", v, on_step=False, on_epoch=True, batch_size=n)
+
+    def _log_train(self, losses: dict[str, Tensor], x: dict[str, Tensor]) -> None:
+        n = x[self.modalities[0]].shape[0]
+        for k, v in losses.items():
+            self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=n)
