@@ -46,6 +46,7 @@ from mmint.models.unitednet.heads import HeadSelector
 from mmint.models.unitednet.module import UnitedNetModule
 from mmint.models.unitednet.steps import UnitedNetSteps
 from mmint.nn.batch import BatchAdversary
+from mmint.nn.optim import adam
 
 
 class UnitedNet(UnitedNetAPI, UnitedNetSteps, IntegratorModule):
@@ -326,12 +327,12 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         if self.deviations.shared_discriminator_optimizer:
             pgc = pgc + m.discriminator_parameters()
         opts = [
-            torch.optim.Adam(pgc, lr=hp["lr"]),
-            torch.optim.Adam(m.discriminator_parameters(), lr=hp["discriminator_lr"] or hp["lr"]),
-            torch.optim.Adam(m.group_parameters(with_encoders=with_enc), lr=hp["lr"]),
+            adam(pgc, lr=hp["lr"]),
+            adam(m.discriminator_parameters(), lr=hp["discriminator_lr"] or hp["lr"]),
+            adam(m.group_parameters(with_encoders=with_enc), lr=hp["lr"]),
         ]
         if self.batch_adversary is not None:
-            opts.append(torch.optim.Adam(self.batch_adversary.parameters(), lr=hp["lr"]))
+            opts.append(adam(self.batch_adversary.parameters(), lr=hp["lr"]))
         return opts
 
     def on_fit_start(self) -> None:
