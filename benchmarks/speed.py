@@ -1,0 +1,415 @@
+"""One speed table: training cost per epoch of mmint's models against the original
+implementations, measured side by side in one run, one thread.
+
+Rows (``--rows``, ``model:dataset:task``; each implementation of a row runs in its own process,
+so peak RSS is per fit):
+
+- ``unitednet:reference_shape:supervised`` / ``unsupervised``: 2000 cells x (2000 binary + 500
+  continuous), 10 classes, batch 512, the original's multiome (atacseq) networks, epoch
+  alternation (one translation pass, then 2M = 4 classification passes or 1 clustering pass,
+  then a validation pass over the 2000 cells), as the original was timed
+  (``shared/reference/unitednet.md`` section 8);
+- ``unitednet:patchseq_gouwen2020:unsupervised``: the Patch-seq preset (batch 16, 10 heads) on
+  the 448 cells, stage 2 of the reference protocol (translation + clustering pass, validation
+  on all cells).
+
+``mmint`` rows train through Lightning with the fit pipeline's checkpointing (best and last
+checkpoint every epoch); ``original`` rows (``--ref PATH``, a checkout of the original) through
+its own ``train`` with its shipped config (it saves a whole-model checkpoint every epoch).
+Seconds per epoch are process CPU seconds (one thread: what an idle core takes), the median
+over epochs 2..N; ``cells_per_second`` = training cells per epoch / that. The markdown adds
+the ratios and a lower bound: the floating-point work of one mmint epoch (counted by
+``torch.utils.flop_counter``) at this machine's measured matmul rate.
+
+Usage::
+
+    python benchmarks/speed.py --ref ../scratch/UnitedNet --epochs 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+COLUMNS = [
+    "model",
+    "dataset",
+    "task",
+    "implementation",
+    "threads",
+    "cells_per_second",
+    "seconds_per_epoch",
+    "peak_rss_mb",
+]
+UNITEDNET_ROWS = [
+    "unitednet:reference_shape:supervised",
+    "unitednet:reference_shape:unsupervised",
+    "unitednet:patchseq_gouwen2020:unsupervised",
+]
+N_CELLS, N_BINARY, N_CONT, N_CLASSES = 2000, 2000, 500, 10
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ------------------------------------------------------------------------------ data
+def reference_shape(seed: int = 0) -> dict[str, Any]:
+    """Random inputs of the shape the original was timed on, with class structure."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_CLASSES, N_CELLS)
+    p = rng.uniform(0.02, 0.3, (N_CLASSES, N_BINARY))
+    atac = (rng.random((N_CELLS, N_BINARY)) < p[labels]).astype(np.float32)
+    mu = rng.normal(0, 1, (N_CLASSES, N_CONT))
+    rna = (mu[labels] + rng.normal(0, 1, (N_CELLS, N_CONT))).astype(np.float32)
+    return {
+        "inputs": {"atac": atac, "rna": rna},
+        "binary": {"atac": True, "rna": False},
+        "labels": np.array([f"c{i}" for i in labels]),
+        "order": ["atac", "rna"],
+        "preset": "unitednet_multiome",
+        "config": "atacseq_config",
+        "batch_size": 512,
+        "n_groups": N_CLASSES,
+    }
+
+
+def patchseq() -> dict[str, Any]:
+    """The Patch-seq reference protocol's stage-2 inputs (all cells, one scaler)."""
+    from unitednet_parity_protocols import patchseq as protocol
+
+    proto = protocol("reference", 0)
+    return {
+        "inputs": proto.stages[1].inputs,
+        "binary": proto.binary,
+        "labels": proto.labels,
+        "order": proto.modalities,
+        "preset": "unitednet_patchseq",
+        "config": "patchseq_config",
+        "batch_size": 16,
+        "n_groups": 27,
+    }
+
+
+def dataset(name: str) -> dict[str, Any]:
+    return reference_shape() if name == "reference_shape" else patchseq()
+
+
+# --------------------------------------------------------------------------- timers
+def _median_after_first(ends: list[float], start: float) -> float:
+    per_epoch = np.diff([start, *ends])
+    return float(statistics.median(per_epoch[1:] if len(per_epoch) > 1 else per_epoch))
+
+
+def time_mmint(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
+    """One mmint fit of ``epochs`` epochs; CPU seconds per epoch (validation included)."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from unitednet_parity import _datamodule, mmint_config
+
+    from mmint.models import build_model
+
+    model_name, data_name, task = row.split(":")
+    d = dataset(data_name)
+    cfg, hp, _ = mmint_config(
+        "bmmc_multiome_neurips2021_starter" if data_name == "reference_shape" else data_name,
+        "default",
+    )
+    hp.pop("batch_size")
+    hp.update(n_groups=d["n_groups"], task=task)
+    proto = _Proto(d)
+    every = np.arange(len(d["labels"]))
+    dm = _datamodule(proto, d["inputs"], every, every, every, d["batch_size"])
+    L.seed_everything(0, verbose=False)
+    model = build_model(model_name, dm.spec, **hp)
+
+    class Clock(L.Callback):
+        def __init__(self) -> None:
+            self.start, self.ends = 0.0, []
+
+        def on_train_start(self, trainer, pl_module) -> None:
+            self.start = time.process_time()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self.ends.append(time.process_time())
+
+    clock = Clock()
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=workdir,
+            filename="best",
+            monitor="val/loss",
+            mode="min",
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        ModelCheckpoint(
+            dirpath=workdir,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        clock,
+    ]
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=dm)
+    flops = epoch_flops(model, dm)
+    return {
+        "seconds_per_epoch": _median_after_first(clock.ends, clock.start),
+        "n_cells": len(every),
+        "epoch_flops": flops,
+    }
+
+
+class _Proto:
+    """The few protocol fields ``unitednet_parity._datamodule`` reads."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.modalities, self.binary, self.labels = d["order"], d["binary"], d["labels"]
+        self.hidden_labels: set[str] = set()
+        self.batches = None
+        self.seed = 0
+
+
+def epoch_flops(model, dm) -> float:
+    """Floating-point operations of one epoch of ``model`` (its schedule, one validation pass),
+    counted on one batch of each phase and scaled by the batches per pass."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmint import keys
+
+    train = dm.train_dataloader()
+    batches_per_pass = len(train) // max(1, model.train_passes_per_epoch)
+    batch = next(iter(dm.val_dataloader()))
+    model.train()
+    opts = model.configure_optimizers()
+    model.optimizers = lambda: opts
+    model.manual_backward = lambda loss: loss.backward()
+    model.clip_gradients = lambda *a, **k: None
+    model.log = lambda *a, **k: None
+    total = 0.0
+    for phase in model.schedule:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            {"pgc": model._pgc_step, "group": model._group_step}[phase](batch)
+        total += counter.get_total_flops() * batches_per_pass
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.validation_step(batch, 0)
+    total += counter.get_total_flops() * len(dm.val_dataloader())
+    assert keys.INDEX in batch
+    return float(total)
+
+
+def time_original(row: str, epochs: int, workdir: Path, ref: str) -> dict[str, Any]:
+    """The original's ``train`` for ``epochs`` epochs with its shipped config."""
+    import unitednet_original as uo
+
+    _, data_name, task = row.split(":")
+    d = dataset(data_name)
+    orig = uo.import_original(ref)
+    dims = [d["inputs"][m].shape[1] for m in d["order"]]
+    cfg = uo.shipped_config(orig, d["config"], dims, d["n_groups"])
+    cfg["train_batch_size"] = d["batch_size"]
+    ends: list[float] = []
+    inner = orig.scripts.run_through_dataloader
+
+    def clocked(model, loader, schedule=None, train_model=False, *args, **kwargs):
+        out = inner(model, loader, schedule, train_model, *args, **kwargs)
+        if kwargs.get("best_model_path"):  # the validation pass closes an epoch
+            ends.append(time.process_time())
+        return out
+
+    orig.scripts.run_through_dataloader = clocked
+    arrays = [d["inputs"][m] for m in d["order"]]
+    start = time.process_time()
+    uo.train_stage(orig, None, cfg, workdir, task, epochs, (arrays, d["labels"]), None, False)
+    return {"seconds_per_epoch": _median_after_first(ends, start), "n_cells": len(d["labels"])}
+
+
+def gflops_per_second() -> float:
+    """This machine's float32 matmul rate on one thread (best of 5, 1024 x 1024, CPU time)."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(5):
+        t = time.process_time()
+        for _ in range(10):
+            a @ b
+        best = min(best, (time.process_time() - t) / 10)
+    return 2 * 1024**3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------- main
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    os.environ.setdefault("CI", "true")
+    workdir = args.work / args.row.replace(":", "_") / args.implementation
+    if args.implementation == "original":
+        out = time_original(args.row, args.epochs, workdir, args.ref)
+    else:
+        out = time_mmint(args.row, args.epochs, workdir)
+    model, data, task = args.row.split(":")
+    out.update(
+        model=model,
+        dataset=data,
+        task=task,
+        implementation=args.implementation,
+        threads=1,
+        peak_rss_mb=peak_rss_mb(),
+        cells_per_second=out["n_cells"] / out["seconds_per_epoch"],
+    )
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(row: str, implementation: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--row",
+        row,
+        "--implementation",
+        implementation,
+        "--epochs",
+        str(args.epochs),
+        "--work",
+        str(args.work),
+    ]
+    if args.ref:
+        cmd += ["--ref", args.ref]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    print(f"FAILED {row} {implementation}:\n{proc.stderr[-3000:]}", flush=True)
+    return None
+
+
+def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
+    """Markdown: the table, mmint / reference ratios, the FLOP-based lower bound."""
+    import pandas as pd
+
+    table = pd.DataFrame(rows)
+    lines = [
+        "# Training speed: mmint against the original implementations",
+        "",
+        f"- command: `{command}`",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load average at the end {', '.join(f'{x:.1f}' for x in os.getloadavg())}; "
+        f"python {platform.python_version()}; one torch thread per process",
+        f"- measured matmul rate: {gflops:.1f} GFLOP/s (one thread, float32 1024 x 1024)",
+        "- seconds per epoch: process CPU seconds, median over epochs 2..N (validation and "
+        "checkpoint writing included)",
+        "",
+        table[COLUMNS].to_markdown(index=False, floatfmt=".3f"),
+        "",
+        "| model | dataset | task | mmint / reference speed | FLOPs per epoch | lower bound s / epoch | mmint s / epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (model, data, task), block in table.groupby(["model", "dataset", "task"], sort=False):
+        mine = block[block["implementation"] == "mmint"]
+        other = block[block["implementation"] != "mmint"]
+        if mine.empty:
+            continue
+        m = mine.iloc[0]
+        ratio = "-"
+        if not other.empty:
+            ratio = f"{other.iloc[0]['seconds_per_epoch'] / m['seconds_per_epoch']:.2f}x"
+        flops = m.get("epoch_flops")
+        bound = f"{flops / (gflops * 1e9):.3f}" if flops and flops == flops else "-"
+        fl = f"{flops / 1e9:.2f} G" if flops and flops == flops else "-"
+        lines.append(
+            f"| {model} | {data} | {task} | {ratio} | {fl} | {bound} | "
+            f"{m['seconds_per_epoch']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default=None)
+    parser.add_argument("--rows", nargs="+", default=UNITEDNET_ROWS)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "speed")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--implementation", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("MMINT_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    if args.child:
+        child(args)
+        return
+    from mmint.io import atomic_write
+
+    rows = []
+    for row in args.rows:
+        for impl in ["mmint"] + (["original"] if args.ref else []):
+            res = run_child(row, impl, args)
+            if res:
+                rows.append(res)
+                print(
+                    f"{row} {impl}: {res['seconds_per_epoch']:.3f} CPU s/epoch, "
+                    f"{res['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+    import torch
+
+    torch.set_num_threads(1)
+    gflops = gflops_per_second()
+    import pandas as pd
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / "speed.csv"
+    old = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=COLUMNS)
+    new = pd.DataFrame(rows)
+    keys = ["model", "dataset", "task", "implementation"]
+    if not old.empty:
+        done = set(map(tuple, new[keys].astype(str).to_numpy()))
+        old = old[[tuple(r) not in done for r in old[keys].astype(str).to_numpy()]]
+    table = pd.concat([df for df in (old, new) if not df.empty], ignore_index=True)
+    atomic_write(
+        csv,
+        table[[c for c in table.columns if c in COLUMNS or c == "epoch_flops"]].to_csv(index=False),
+    )
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    atomic_write(args.out / "speed.md", report(table.to_dict("records"), gflops, command))
+    print(report(table.to_dict("records"), gflops, command))
+
+
+if __name__ == "__main__":
+    main()
