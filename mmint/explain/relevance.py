@@ -16,25 +16,28 @@ mean ``|SHAP|`` over the explained cells (as the UnitedNet reference).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import torch
-from torch import nn
 
 from mmint.errors import InputError
+from mmint.explain.groups import (
+    Groups,
+    dense_rows,
+    explain_cells,
+    feature_names,
+    group_composition,
+    make_groups,
+    model_groups,
+    observed,
+    sample_cells,
+)
+from mmint.explain.shap_engine import EXPLAINERS, ShapResult, deep_supported, shap_values
 from mmint.explain.subnets import Columns, group_network, translator
 
-EXPLAINERS = ("auto", "deep", "gradient")
 BACKGROUNDS = ("prototypes", "train", "group")
-#: leaf modules without a DeepExplainer rule that are linear in their input (its pass-through
-#: gradient is then exact)
-LINEAR_LEAVES = {"WeightedMeanFuser", "AppendConstant"}
 GROUP_COLUMNS = ["group", "modality", "feature", "relevance", "rank"]
 FEATURE_COLUMNS = ["group", "src", "dst", "src_feature", "dst_feature", "relevance", "rank"]
 RECORD_COLUMNS = [
@@ -49,285 +52,26 @@ RECORD_COLUMNS = [
     "n_outputs",
     "additivity_error",
 ]
-
-
-# ----------------------------------------------------------------------------- shap
-@dataclass
-class ShapResult:
-    """SHAP values of ``k`` outputs for ``n`` cells and ``p`` inputs.
-
-    Attributes
-    ----------
-    values
-        ``(n, p, k)`` SHAP values.
-    expected
-        ``(k,)`` mean output over the background.
-    output
-        ``(n, k)`` outputs of the explained cells.
-    explainer
-        ``"deep"`` or ``"gradient"``.
-    additivity_error
-        ``max |output - expected - sum_p values|`` over cells and outputs (exact up to float
-        error for DeepExplainer; only approximate for expected gradients).
-    reason
-        Why DeepExplainer was not used (empty when it was).
-    """
-
-    values: np.ndarray
-    expected: np.ndarray
-    output: np.ndarray
-    explainer: str
-    additivity_error: float
-    reason: str = ""
-
-    def importance(self) -> np.ndarray:
-        """Mean ``|SHAP|`` over cells, ``(p, k)``."""
-        return np.abs(self.values).mean(axis=0)
-
-
-def deep_supported(net: nn.Module) -> tuple[bool, str]:
-    """Whether every leaf module of ``net`` is one shap's DeepExplainer has a rule for."""
-    try:
-        from shap.explainers._deep.deep_pytorch import op_handler
-    except ImportError:  # pragma: no cover - shap layout changed
-        return True, ""
-    unknown = sorted(
-        {type(m).__name__ for m in net.modules() if not list(m.children())}
-        - set(op_handler)
-        - LINEAR_LEAVES
-    )
-    if unknown:
-        return False, f"DeepExplainer has no rule for {', '.join(unknown)}"
-    return True, ""
-
-
-def _as_3d(values: Any) -> np.ndarray:
-    if isinstance(values, list):
-        values = np.stack([np.asarray(v) for v in values], axis=-1)
-    values = np.asarray(values, dtype=np.float64)
-    return values[..., None] if values.ndim == 2 else values
-
-
-def _additivity(values: np.ndarray, expected: np.ndarray, output: np.ndarray) -> float:
-    if len(output) == 0:
-        return 0.0
-    return float(np.abs(output - expected[None] - values.sum(axis=1)).max())
-
-
-def _deep(net: nn.Module, bg: torch.Tensor, x: torch.Tensor) -> np.ndarray:
-    import shap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        explainer = shap.DeepExplainer(net, bg)
-        return _as_3d(explainer.shap_values(x, check_additivity=False))
-
-
-def _gradient(
-    net: nn.Module, bg: torch.Tensor, x: torch.Tensor, nsamples: int, batch_size: int, seed: int
-) -> np.ndarray:
-    import shap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        explainer = shap.GradientExplainer(net, bg, batch_size=batch_size)
-        return _as_3d(explainer.shap_values(x, nsamples=nsamples, rseed=seed))
-
-
-def shap_values(
-    net: nn.Module,
-    x: np.ndarray | torch.Tensor,
-    background: np.ndarray | torch.Tensor,
-    explainer: str = "auto",
-    nsamples: int = 200,
-    batch_size: int | None = None,
-    seed: int = 0,
-    tol: float = 1e-2,
-    n_probe: int = 2,
-) -> ShapResult:
-    """SHAP values of ``net`` (``(n, p) -> (n, k)``) for cells ``x`` against ``background``.
-
-    Parameters
-    ----------
-    explainer
-        ``"auto"`` (DeepExplainer when supported and additive within ``tol``, else
-        GradientExplainer), ``"deep"`` (DeepExplainer, error when not additive) or
-        ``"gradient"``.
-    nsamples, batch_size
-        GradientExplainer samples per cell and gradient batch size (default ``nsamples``:
-        one backward pass per cell and output).
-    seed
-        Seed of GradientExplainer's sampling.
-    tol
-        Additivity tolerance (shap's own check uses 1e-2).
-    n_probe
-        Cells DeepExplainer is first tried on before explaining all of them.
-    """
-    if explainer not in EXPLAINERS:
-        raise InputError(
-            f"unknown explainer '{explainer}'", "explain.explainer", f"use {EXPLAINERS}"
-        )
-    net = net.eval()
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    bg = torch.as_tensor(np.asarray(background, dtype=np.float32))
-    with torch.no_grad():
-        out = net(xt).double().numpy()
-        expected = net(bg).double().mean(0).numpy()
-    out = out.reshape(len(xt), -1)
-    expected = expected.reshape(-1)
-    reason = ""
-    if explainer in ("auto", "deep"):
-        ok, reason = deep_supported(net)
-        if ok:
-            try:
-                probe = _deep(net, bg, xt[:n_probe])
-                err = _additivity(probe, expected, out[:n_probe])
-                if err <= tol:
-                    rest = _deep(net, bg, xt[n_probe:]) if len(xt) > n_probe else probe[:0]
-                    values = np.concatenate([probe, rest]) if len(rest) else probe
-                    err = _additivity(values, expected, out)
-                    if err <= tol:
-                        return ShapResult(values, expected, out, "deep", err)
-                reason = f"DeepExplainer additivity error {err:.3g} > {tol:g}"
-            except Exception as exc:  # shap raises many kinds on unsupported graphs
-                reason = f"DeepExplainer failed: {type(exc).__name__}: {exc}"[:300]
-        if explainer == "deep":
-            raise RuntimeError(f"DeepExplainer cannot explain this network: {reason}")
-    values = _gradient(net, bg, xt, nsamples, batch_size or nsamples, seed)
-    return ShapResult(
-        values, expected, out, "gradient", _additivity(values, expected, out), reason or "asked"
-    )
-
-
-# ----------------------------------------------------------------------------- data
-def dense_rows(dm: Any, modality: str, idx: np.ndarray) -> np.ndarray:
-    """Model inputs of ``modality`` for cells ``idx`` as a dense float32 array."""
-    x = dm.inputs[modality][np.asarray(idx, dtype=np.int64)]
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
-
-
-def feature_names(dm: Any, modality: str) -> list[str]:
-    """Names of the model-input features of ``modality``."""
-    mod = dm.data.modalities[modality]
-    return [str(v) for v in mod.var_names[dm.transforms[modality].features]]
-
-
-def observed(dm: Any, modalities: Sequence[str], idx: np.ndarray) -> np.ndarray:
-    """The cells of ``idx`` that have every one of ``modalities``."""
-    keep = np.ones(len(idx), dtype=bool)
-    for m in modalities:
-        keep &= dm.masks[m][idx] > 0
-    return np.asarray(idx)[keep]
-
-
-def explain_cells(
-    dm: Any, groups: Groups, name: str, modalities: Sequence[str], cells: str = "all"
-) -> np.ndarray:
-    """Cells of group ``name`` among ``cells`` (``all``, ``train``, ...) that have every one of
-    ``modalities``."""
-    pool = observed(dm, modalities, dm.cells(cells))
-    return pool[groups.codes[pool] == groups.names.index(name)]
-
-
-def _sample(idx: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
-    idx = np.asarray(idx)
-    if n is None or len(idx) <= n:
-        return np.sort(idx)
-    return np.sort(rng.choice(idx, size=n, replace=False))
-
-
-@dataclass
-class Groups:
-    """A grouping of all cells: ``codes`` (``-1``: no group) and group ``names``."""
-
-    codes: np.ndarray
-    names: list[str]
-    source: str
-    column: dict[str, int] = field(default_factory=dict)  # group name -> model output column
-
-    def cells(self, name: str) -> np.ndarray:
-        """Indices of the cells of group ``name``."""
-        return np.flatnonzero(self.codes == self.names.index(name))
-
-
-@torch.no_grad()
-def model_groups(model: Any, dm: Any) -> np.ndarray | None:
-    """The model's group code of every cell (``None`` without a group head)."""
-    if getattr(model, "name", None) == "unitednet" and model.task == "pgc_only":
-        return None
-    if hasattr(model, "eval"):
-        model.eval()
-    out = []
-    for batch in dm.iter_batches(dm.cells("all")):
-        g = model.predict_groups(batch)
-        if g is None:
-            return None
-        out.append(g.cpu().numpy())
-    return np.concatenate(out).astype(np.int64)
-
-
-def make_groups(model: Any, dm: Any, by: str = "auto") -> Groups:
-    """Cell groups for explaining.
-
-    Parameters
-    ----------
-    by
-        ``model`` (the model's group head; named by label for a classification head), ``label`` (``label_key``), ``class``
-        (``class_key``), ``all`` (one group), an ``obs`` column name, or ``auto`` (``model``
-        when the model has a group head, else ``label`` when the data has labels, else ``all``).
-    """
-    n = dm.data.n_cells
-    if by in ("auto", "model"):
-        codes = model_groups(model, dm)
-        if codes is not None:
-            k = int(getattr(getattr(model, "module", None), "n_groups", codes.max() + 1))
-            names = [str(g) for g in range(k)]
-            labels = list(model.spec.label_names)
-            if getattr(model, "groups_are_labels", False) and len(labels) == k:
-                names = labels  # a classification head: its groups are the label categories
-            return Groups(codes, names, "model", {nm: i for i, nm in enumerate(names)})
-        if by == "model":
-            raise InputError(
-                f"model '{model.name}' has no group head",
-                "explain.groups",
-                "use explain.groups=label, class, all or an obs column",
-            )
-        by = "label" if dm.data.label_key else "all"
-    if by == "all":
-        return Groups(np.zeros(n, dtype=np.int64), ["all"], "all")
-    column = {"label": dm.data.label_key, "class": dm.data.class_key}.get(by, by)
-    if column is None or column not in dm.data.obs.columns:
-        known = ["model", "label", "class", "all", *map(str, dm.data.obs.columns)]
-        raise InputError(
-            f"no cell grouping '{by}' in this dataset", "explain.groups", f"use one of {known}"
-        )
-    col = dm.data.obs[column]
-    valid = col.notna().to_numpy()
-    values = col.astype(str).to_numpy()
-    names = sorted(set(values[valid]))
-    lookup = {v: i for i, v in enumerate(names)}
-    codes = np.array([lookup[v] if ok else -1 for v, ok in zip(values, valid, strict=True)])
-    return Groups(codes.astype(np.int64), names, by)
-
-
-def group_composition(groups: Groups, dm: Any) -> pd.DataFrame:
-    """Cells per (group, annotation value) for the label and class columns (tidy)."""
-    rows = []
-    obs = dm.data.obs
-    for key in ("label_key", "class_key"):
-        column = getattr(dm.data, key)
-        if column is None:
-            continue
-        values = obs[column].astype(str).to_numpy()
-        for gi, name in enumerate(groups.names):
-            members = values[groups.codes == gi]
-            if len(members) == 0:
-                continue
-            counts = pd.Series(members).value_counts()
-            for value, count in counts.items():
-                rows.append((name, column, value, int(count), count / len(members)))
-    cols = ["group", "annotation", "value", "n_cells", "fraction"]
-    return pd.DataFrame(rows, columns=cols)
+__all__ = [
+    "BACKGROUNDS",
+    "EXPLAINERS",
+    "FEATURE_COLUMNS",
+    "GROUP_COLUMNS",
+    "RECORD_COLUMNS",
+    "Groups",
+    "ShapResult",
+    "deep_supported",
+    "dense_rows",
+    "explain_cells",
+    "feature_names",
+    "feature_relevance",
+    "group_composition",
+    "group_relevance",
+    "make_groups",
+    "model_groups",
+    "observed",
+    "shap_values",
+]
 
 
 def _background(
@@ -356,8 +100,8 @@ def _background(
     if kind == "group" and group is not None:
         members = train[groups.codes[train] == groups.names.index(group)]
         if len(members) >= 2:
-            return rows(_sample(members, n_background, rng))
-    return rows(_sample(train, n_background, rng))
+            return rows(sample_cells(members, n_background, rng))
+    return rows(sample_cells(train, n_background, rng))
 
 
 def _rank(values: np.ndarray) -> np.ndarray:
@@ -425,7 +169,7 @@ def group_relevance(
         members = pool[groups.codes[pool] == groups.names.index(name)]
         if len(members) < min_cells:
             continue
-        x = rows(_sample(members, n_explain, rng))
+        x = rows(sample_cells(members, n_explain, rng))
         bg = _background(background, rows, groups, dm, mods, name, n_background, rng)
         res = shap_values(
             Columns(net, [groups.column[name]]), x, bg, explainer, nsamples, batch_size, seed
@@ -567,7 +311,7 @@ def feature_relevance(
             members = pool[groups.codes[pool] == groups.names.index(name)]
             if len(members) < min_cells:
                 continue
-            idx = _sample(members, n_explain, rng)
+            idx = sample_cells(members, n_explain, rng)
             x = dense_rows(dm, src, idx)
             chosen = choose_dst_features(
                 dense_rows(dm, dst, members),
