@@ -153,10 +153,16 @@ def _paired(proto: Protocol, inputs: dict[str, np.ndarray]):
     )
     if proto.batches is not None:
         obs["batch"] = proto.batches.astype(str)
+    if proto.classes:
+        obs["class"] = [proto.classes.get(label) for label in proto.labels]
     adatas = {m: ad.AnnData(inputs[m], obs=obs.copy()) for m in proto.modalities}
     kinds = {m: "binary" if proto.binary[m] else "continuous" for m in proto.modalities}
     return PairedData.from_anndatas(
-        adatas, kinds, label_key="label", batch_key="batch" if proto.batches is not None else None
+        adatas,
+        kinds,
+        label_key="label",
+        batch_key="batch" if proto.batches is not None else None,
+        class_key="class" if proto.classes else None,
     )
 
 

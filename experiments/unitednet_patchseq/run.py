@@ -1,197 +1,137 @@
-"""UnitedNet on Patch-seq (Gouwens 2020): the reference protocol as it was, and mmint's honest one.
+"""UnitedNet on Patch-seq (Gouwens 2020) beside the floors, under the reference and honest protocols.
 
-Usage (from the repository root, MMINT_DATA_DIR pointing at the shared datasets)::
+UnitedNet's numbers are the UnitedNet parity benchmark's rows (``benchmarks/unitednet_parity.py``:
+mmint with its defaults and the original code, same cells, folds, seeds and inputs); this
+script computes the floors on exactly the same inputs and cells and writes one table:
 
-    python experiments/unitednet_patchseq/run.py --seeds 0 1 2 --out experiments/unitednet_patchseq/results
+- PCA floor (``model=pca``: per-modality PCA, KMeans with K = 27 on the joint latent, ridge
+  translation, fitted on the protocol's training cells);
+- k-means(27) on 30 RNA principal components (the anchors' floor).
 
-(a) reference: sklearn StratifiedKFold(10, shuffle=True, random_state=0) on cell_type, test =
-    fold 9; stage 1 cross-modal training (clustering then translation passes, GAN on) with the
-    checkpoint chosen on the test fold; stage 2 unsupervised grouping with fresh heads trained,
-    selected and scored on all 448 cells.
-(b) honest: the contracts' stratified 80/10/10 split per seed; stage 1 and stage 2 on train cells
-    with checkpoints chosen on val; scores on test cells.
-Each (protocol, seed) also scores the PCA floor and k-means(27) on 30 RNA PCs on the same cells.
-Results are appended atomically to ``results.csv``; finished (protocol, seed) rows are skipped.
+Usage (from the repository root, after the parity benchmark has run these protocols)::
+
+    MMINT_DATA_DIR=../shared/data python experiments/unitednet_patchseq/run.py --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
-from sklearn.metrics import adjusted_rand_score
-from sklearn.model_selection import StratifiedKFold
 
-from mmint.cli import compose
-from mmint.data import PairedDataModule, load_dataset
-from mmint.evaluate import evaluate, mean_cross_r2
-from mmint.fit import plain, train_model
-from mmint.io import atomic_write
-from mmint.metrics.clustering import class_level_ari
-from mmint.models import build_model
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from unitednet_parity import _datamodule  # noqa: E402
+from unitednet_parity_protocols import Protocol, build  # noqa: E402
+from unitednet_parity_report import mean_sd, paired_difference  # noqa: E402
+
+from mmint.evaluate import evaluate, mean_cross_r2  # noqa: E402
+from mmint.io import atomic_write  # noqa: E402
+from mmint.metrics.clustering import ari, class_level_ari  # noqa: E402
+from mmint.models import build_model  # noqa: E402
 
 DATA = "patchseq_gouwen2020"
+PROTOCOLS = ("reference", "honest")
 
 
-def reference_split(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Fold 9 of the original notebook's StratifiedKFold(10, shuffle, seed 0) is test (and val)."""
-    folds = list(StratifiedKFold(n_splits=10, shuffle=True, random_state=0).split(labels, labels))
-    train, test = folds[9]
-    return {"kind": "given", "train": train, "val": test, "test": test}
-
-
-def floors(dm: PairedDataModule, cells: str, seed: int) -> dict[str, float]:
-    """k-means(27) on 30 RNA PCs (anchor-results' floor) and its class-level ARI."""
-    train, test = dm.cells("train"), dm.cells(cells)
-    pca = PCA(n_components=30, random_state=seed).fit(dm.inputs["rna"][train])
-    km = KMeans(n_clusters=len(dm.label_names), n_init=10, random_state=seed)
-    km.fit(pca.transform(dm.inputs["rna"][train]))
-    pred_tr, pred_te = (
-        km.predict(pca.transform(dm.inputs["rna"][train])),
-        km.predict(pca.transform(dm.inputs["rna"][test])),
-    )
-    names = np.array(dm.label_names)
-    lab_te, lab_tr = dm.true_labels[test], dm.true_labels[train]
+def floors(proto: Protocol) -> dict[str, float]:
+    """The PCA floor and k-means(27) on 30 RNA PCs, fitted on the protocol's training cells
+    (stage 2's cells and inputs) and scored on its scored cells."""
+    train = proto.stages[-1].train
+    cells = proto.score_cells
+    dm = _datamodule(proto, proto.score_inputs, train, train, cells, 256)
+    pca = build_model("pca", dm.spec).fit_data(dm)
+    scores = evaluate(pca, dm, "test", scib=False, leiden=False, seed=proto.seed)
+    rna = proto.score_inputs["rna"]
+    pcs = PCA(n_components=30, random_state=proto.seed).fit(rna[train])
+    km = KMeans(n_clusters=27, n_init=10, random_state=proto.seed).fit(pcs.transform(rna[train]))
+    pred_tr, pred = km.predict(pcs.transform(rna[train])), km.predict(pcs.transform(rna[cells]))
+    labels = proto.labels
     return {
-        "kmeans_rna_pcs_ari": adjusted_rand_score(lab_te, pred_te),
+        "pca_ari_kmeans": scores["ari_kmeans"],
+        "pca_ari_class": scores.get("ari_class"),
+        "pca_r2vw_cross": mean_cross_r2(scores["r2_variance_weighted"]),
+        "kmeans_rna_pcs_ari": ari(labels[cells], pred),
         "kmeans_rna_pcs_ari_class": class_level_ari(
-            names[lab_tr], pred_tr, names[lab_te], pred_te, dm.data.classes()
+            labels[train], pred_tr, labels[cells], pred, proto.classes
         ),
     }
 
 
-def run_one(protocol: str, seed: int, epochs: int, out: Path) -> dict:
-    """Both stages of UnitedNet plus the floors for one protocol and seed."""
-    torch.set_num_threads(1)
-    cfg = plain(
-        compose("fit", [f"data={DATA}", "model=unitednet_patchseq", f"seed={seed}", "logger=none"])
-    )
-    cfg["eval"]["every_n_epochs"] = epochs
-    hp = dict(cfg["model"])
-    for key in ("name", "max_epochs", "batch_size"):
-        hp.pop(key)
-    data = load_dataset(cfg["data"])
-    labels, _ = data.labels()
-    split = reference_split(labels) if protocol == "reference" else {"kind": "random"}
-    dm = PairedDataModule(data, split=split, seed=seed, batch_size=int(cfg["model"]["batch_size"]))
-    dm.setup()
-    torch.manual_seed(seed)
-    hp["seed"] = seed
-    # stage 1: cross-modal prediction (reference task cross_model_prediction_clus: clustering
-    # passes then translation passes, GAN on, selection on translation loss)
-    model = build_model("unitednet", dm.spec, **{**hp, "stage": "finetune", "adversarial": True})
-    run_dir = out / f"{protocol}_seed{seed}"
-    start = time.perf_counter()
-    model, cost1 = train_model(model, dm, cfg, run_dir / "stage1", epochs, [])
-    # stage 2: unsupervised grouping with fresh heads
-    model.configure_stage(task="unsupervised", stage="train")
-    model.hparams["adversarial"] = None
-    model.reinit_group_heads()
-    if protocol == "reference":  # trained, selected and scored on all cells, as the notebook
-        every = np.arange(data.n_cells)
-        dm2 = PairedDataModule(
-            data,
-            split={"kind": "given", "train": every, "val": every, "test": every},
-            seed=seed,
-            batch_size=dm.batch_size,
-        )
-        dm2.transforms = dm.transforms  # keep stage 1's fitted transforms
-        dm2.setup()
-    else:
-        dm2 = dm
-    model, cost2 = train_model(model, dm2, cfg, run_dir / "stage2", epochs, [])
-    seconds = time.perf_counter() - start
-    scores = evaluate(model, dm2, "test", scib=False, leiden=False, seed=seed)
-    pca = build_model("pca", dm2.spec).fit_data(dm2)
-    pca_scores = evaluate(pca, dm2, "test", scib=False, leiden=False, seed=seed)
-    row = {
-        "protocol": protocol,
-        "seed": seed,
-        "scored_cells": len(dm2.cells("test")),
-        "ari": scores["ari"],
-        "nmi": scores["nmi"],
-        "ari_class": scores.get("ari_class"),
-        "n_groups": scores["n_groups"],
-        "ari_kmeans": scores["ari_kmeans"],
-        "r2_cross_uniform": mean_cross_r2(scores["r2"]),
-        "r2_cross_variance_weighted": mean_cross_r2(scores["r2_variance_weighted"]),
-        **{
-            f"r2vw.{s}.{d}": v
-            for s, r in scores["r2_variance_weighted"].items()
-            for d, v in r.items()
-        },
-        **{f"r2.{s}.{d}": v for s, r in scores["r2"].items() for d, v in r.items()},
-        "pca_ari_kmeans": pca_scores["ari_kmeans"],
-        "pca_ari_class": pca_scores.get("ari_class"),
-        "pca_r2_cross_variance_weighted": mean_cross_r2(pca_scores["r2_variance_weighted"]),
-        **floors(dm2, "test", seed),
-        "seconds": seconds,
-        "seconds_per_epoch_stage1": cost1["seconds_per_epoch"],
-        "seconds_per_epoch_stage2": cost2["seconds_per_epoch"],
-    }
-    return row
-
-
-SUMMARY = [
-    "ari",
-    "ari_class",
-    "nmi",
-    "n_groups",
-    "ari_kmeans",
-    "r2_cross_variance_weighted",
-    "r2_cross_uniform",
-    "pca_ari_kmeans",
-    "pca_ari_class",
-    "pca_r2_cross_variance_weighted",
-    "kmeans_rna_pcs_ari",
-    "kmeans_rna_pcs_ari_class",
-    "seconds_per_epoch_stage1",
-    "seconds_per_epoch_stage2",
-]
-
-
-def summary(table: pd.DataFrame) -> str:
-    """Mean +/- sd over seeds per protocol, as a markdown table."""
-    rows = []
-    for key in SUMMARY:
-        cells = []
-        for protocol in ("reference", "honest"):
-            v = table.loc[table["protocol"] == protocol, key].astype(float)
-            cells.append(f"{v.mean():.3f} +/- {v.std(ddof=1):.3f} (n={len(v)})" if len(v) else "-")
-        rows.append(f"| {key} | {cells[0]} | {cells[1]} |")
-    head = (
-        "| metric | (a) reference protocol, all 448 cells | (b) honest, test cells |\n|---|---|---|"
-    )
-    return head + "\n" + "\n".join(rows) + "\n"
+def table(parity: pd.DataFrame, floor: pd.DataFrame) -> str:
+    """Markdown: UnitedNet (mmint, original) and the floors, mean +/- sd; paired differences."""
+    lines = []
+    for protocol in PROTOCOLS:
+        block = parity[(parity["dataset"] == DATA) & (parity["protocol"] == protocol)]
+        mine = block[(block["implementation"] == "mmint") & (block["variant"] == "default")]
+        orig = block[block["implementation"] == "original"]
+        fl = floor[floor["protocol"] == protocol]
+        lines += [
+            f"### {protocol}",
+            "",
+            "| method | n | MET-type ARI | class ARI | KMeans ARI (joint latent) | "
+            "cross-modal R2 (var.-weighted) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, rows in (("UnitedNet, mmint", mine), ("UnitedNet, original code", orig)):
+            if len(rows):
+                lines.append(
+                    f"| {name} | {len(rows)} | {mean_sd(rows['ari'])} | "
+                    f"{mean_sd(rows['ari_class'])} | {mean_sd(rows['ari_kmeans'])} | "
+                    f"{mean_sd(rows['r2vw_cross'])} |"
+                )
+        if len(fl):
+            lines.append(
+                f"| PCA floor (KMeans, K = 27) | {len(fl)} | {mean_sd(fl['pca_ari_kmeans'])} | "
+                f"{mean_sd(fl['pca_ari_class'])} | {mean_sd(fl['pca_ari_kmeans'])} | "
+                f"{mean_sd(fl['pca_r2vw_cross'])} |"
+            )
+            lines.append(
+                f"| k-means(27) on 30 RNA PCs | {len(fl)} | {mean_sd(fl['kmeans_rna_pcs_ari'])} | "
+                f"{mean_sd(fl['kmeans_rna_pcs_ari_class'])} | - | - |"
+            )
+        if len(mine) and len(fl):
+            a = mine.set_index("seed")["ari"]
+            b = fl.set_index("seed")["kmeans_rna_pcs_ari"].reindex(a.index)
+            m, lo, hi, n = paired_difference(a, b)
+            lines.append("")
+            lines.append(
+                f"UnitedNet (mmint) minus k-means on RNA PCs, MET-type ARI: {m:+.3f} "
+                f"[{lo:+.3f}, {hi:+.3f}] (n={n})"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--protocols", nargs="+", default=["reference", "honest"])
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("experiments/unitednet_patchseq/results"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--parity", type=Path, default=REPO / "benchmarks" / "results" / "unitednet_parity.csv"
+    )
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    table = args.out / "results.csv"
-    done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["protocol", "seed"])
-    for protocol in args.protocols:
+    rows = []
+    for protocol in PROTOCOLS:
         for seed in args.seeds:
-            if ((done["protocol"] == protocol) & (done["seed"] == seed)).any():
-                continue
-            row = run_one(protocol, seed, args.epochs, args.out)
-            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-            atomic_write(table, done.to_csv(index=False))
-            print(pd.DataFrame([row]).T.to_string(), flush=True)
-    atomic_write(args.out / "summary.md", summary(done))
-    print(summary(done))
+            proto = build(DATA, protocol, seed)
+            rows.append({"protocol": protocol, "seed": seed, **floors(proto)})
+            print(rows[-1], flush=True)
+    floor = pd.DataFrame(rows)
+    atomic_write(args.out / "floors.csv", floor.to_csv(index=False))
+    parity = pd.read_csv(args.parity) if args.parity.exists() else pd.DataFrame()
+    text = table(parity, floor) if not parity.empty else "(no parity rows yet)\n"
+    atomic_write(args.out / "summary.md", text)
+    print(text)
 
 
 if __name__ == "__main__":
+    np.seterr(all="ignore")
     main()
