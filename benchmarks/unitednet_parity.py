@@ -362,7 +362,7 @@ def tasks_for(args: argparse.Namespace) -> list[dict[str, Any]]:
                         config_hash="-",
                     )
                 )
-            for variant in args.variants:
+            for variant in [] if args.no_mmint else args.variants:
                 digest = mmint_config(dataset, variant)[2]
                 out.append(
                     dict(
@@ -401,6 +401,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--variants", nargs="+", default=["default"])
     parser.add_argument("--no-original", action="store_true", help="mmint rows only")
+    parser.add_argument("--no-mmint", action="store_true", help="the original's rows only")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "unitednet_parity")
