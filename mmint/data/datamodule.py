@@ -47,14 +47,40 @@ class _BatchDataset(Dataset):
 
 
 class _ShuffledBatches(Sampler[list[int]]):
-    """``passes`` reshuffled passes over ``cells`` per iteration, seeded by (seed, epoch)."""
+    """``passes`` reshuffled passes over ``cells`` per epoch, seeded by (seed, epoch).
 
-    def __init__(self, cells: np.ndarray, batch_size: int, seed: int, passes: int = 1) -> None:
+    With ``world_size > 1`` (DDP) every pass is dealt round-robin over the processes after
+    dropping at most ``world_size - 1`` cells, so that every process gets the same number of
+    equally sized batches (a process with one batch more would wait forever in the gradient
+    all-reduce). Lightning calls :meth:`set_epoch` before every epoch, which also makes a
+    resumed fit draw the same batches as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        cells: np.ndarray,
+        batch_size: int,
+        seed: int,
+        passes: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.cells, self.batch_size, self.seed, self.passes = cells, batch_size, seed, passes
+        self.rank, self.world_size = rank, max(1, world_size)
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffles of ``epoch`` on the next iteration."""
+        self.epoch = int(epoch)
+
+    def _per_process(self) -> int:
+        """Cells per process and pass."""
+        return len(self.cells) // self.world_size
 
     def _one_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
         perm = rng.permutation(self.cells)
+        if self.world_size > 1:
+            perm = perm[: self._per_process() * self.world_size][self.rank :: self.world_size]
         chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
             last = chunks.pop()
@@ -69,8 +95,9 @@ class _ShuffledBatches(Sampler[list[int]]):
                 yield chunk.tolist()
 
     def __len__(self) -> int:
-        per_pass = -(-len(self.cells) // self.batch_size)
-        if per_pass > 1 and len(self.cells) % self.batch_size == 1:
+        n = self._per_process() if self.world_size > 1 else len(self.cells)
+        per_pass = -(-n // self.batch_size)
+        if per_pass > 1 and n % self.batch_size == 1:
             per_pass -= 1  # the lone last cell joins the previous batch
         return per_pass * self.passes
 
@@ -254,9 +281,14 @@ class PairedDataModule(L.LightningDataModule):
         return train
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled dict batches of training cells (``passes_per_epoch`` passes)."""
+        """Shuffled dict batches of training cells (``passes_per_epoch`` passes; under DDP this
+        process's share)."""
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return self._loader(
-            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, self.passes_per_epoch)
+            _ShuffledBatches(
+                self.train_cells(), self.batch_size, self.seed, self.passes_per_epoch, rank, world
+            )
         )
 
     def _ordered(self, idx: np.ndarray, size: int) -> DataLoader:
