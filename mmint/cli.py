@@ -94,15 +94,7 @@ def _fit_task(cfg: Any) -> None:
     from mmint.fit import run_fit
 
     run_dir = HydraConfig.get().runtime.output_dir
-    model, data = cfg["model"]["name"], cfg["data"]["name"]
-    epochs = cfg["model"].get("max_epochs")
-    print(
-        f"fit {model} on {data}, seed {cfg.get('seed', 0)}"
-        + (f", {epochs} epochs" if epochs else "")
-        + f" -> {run_dir}",
-        flush=True,
-    )
-    metrics = run_fit(cfg, run_dir)
+    metrics = run_fit(cfg, run_dir, announce=lambda line: print(line, flush=True))
     keys = ("ari", "nmi", "ari_kmeans", "foscttm", "fit_seconds")
     summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float))
     print(f"results: {run_dir}\n{summary}")

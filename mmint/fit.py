@@ -10,7 +10,7 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,9 @@ def train_rank(cfg: dict, run_dir: Path, plan: DDPPlan, ckpt_path: str | None) -
     train_model(model, dm, cfg, run_dir, int(max_epochs or 50), [], ckpt_path, plan)
 
 
-def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def run_fit(
+    cfg: Mapping[str, Any], run_dir: str | Path, announce: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Fit, select on val, score on test, and write the run directory; return ``metrics.json``.
 
     The run directory is held by this process while it runs (a second writer is refused, see
@@ -325,17 +327,31 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         ``eval``, ``variant``).
     run_dir
         Where the run directory is written.
+    announce
+        Called with one line saying what runs, once the run directory is this run's.
     """
     start = time.perf_counter()
     cfg = plain(cfg)
     run_dir = Path(run_dir)
     with folder_lock(run_dir, "mmint fit"):
         resume = check_run_dir(run_dir, cfg)
+        if announce is not None:
+            announce(_what_runs(cfg, run_dir, resume))
         try:
             return _fit(cfg, run_dir, resume, start)
         except Exception as err:
             write_json(run_dir / "metrics.json", failed_metrics(cfg, err, start))
             raise
+
+
+def _what_runs(cfg: dict, run_dir: Path, resume: Path | None) -> str:
+    epochs = cfg["model"].get("max_epochs")
+    return (
+        f"fit {cfg['model']['name']} on {cfg['data']['name']}, seed {cfg.get('seed', 0)}"
+        + (f", {epochs} epochs" if epochs else "")
+        + (" (resuming from last.ckpt)" if resume else "")
+        + f" -> {run_dir}"
+    )
 
 
 def failed_metrics(cfg: dict, err: BaseException, start: float | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def _run_benchmark(
     project: str,
     echo: Callable[[str], None],
 ) -> SuiteRun:
+    echo(f"suite {suite.name}: {len(expand(suite, base_overrides))} runs -> {suite_dir}")
     done = run_suite(suite, suite_dir, base_overrides, echo=echo)
     table = done.table
     plots = make_plots(table, suite_dir, umap=suite.umap, echo=echo)
@@ -97,7 +98,6 @@ def main(cfg: Any) -> None:
             "(use suite.models=[...], suite.datasets=[...], suite.seeds=[...])"
         )
     logger = cfg.get("logger") or {}
-    print(f"suite {suite.name}: {len(expand(suite, keep))} runs -> {suite_dir}", flush=True)
     done = run_benchmark(
         suite,
         suite_dir,
