@@ -338,7 +338,7 @@ def run_fit(
         if announce is not None:
             announce(_what_runs(cfg, run_dir, resume))
         try:
-            return _fit(cfg, run_dir, resume, start)
+            return _fit(cfg, run_dir, resume, start, announce)
         except Exception as err:
             write_json(run_dir / "metrics.json", failed_metrics(cfg, err, start))
             raise
@@ -380,11 +380,19 @@ def error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"
 
 
-def _fit(cfg: dict, run_dir: Path, resume: Path | None, start: float) -> dict[str, Any]:
+def _fit(
+    cfg: dict,
+    run_dir: Path,
+    resume: Path | None,
+    start: float,
+    announce: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     seed = int(cfg.get("seed", 0))
     name, max_epochs, _, dm, model = _setup(cfg)
+    for line in dm.data.warnings if announce is not None else []:
+        announce(f"warning: {line}")
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
     write_json(run_dir / "split.json", dm.split_names())
     logger_cfg = cfg.get("logger", {}) or {}
@@ -454,7 +462,7 @@ def _fit(cfg: dict, run_dir: Path, resume: Path | None, start: float) -> dict[st
             "peak_rss_mb": peak_rss_mb(),
             **cost,
         }
-        metrics["warnings"] = result_warnings(metrics, dm)
+        metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
         metrics["status"], metrics["error"] = "ok", None
         _write_outputs(best, dm, run_dir)
         write_json(run_dir / "metrics.json", metrics)

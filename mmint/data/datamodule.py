@@ -16,6 +16,7 @@ from mmint.data.modality import FittedTransform, check_transform, fit_transform
 from mmint.data.paired import PairedData
 from mmint.data.spec import DataSpec
 from mmint.data.splits import make_split
+from mmint.errors import InputError
 
 Batch = dict[str, torch.Tensor]
 
@@ -31,6 +32,26 @@ def _tensors(state: Any) -> Any:
     if isinstance(state, dict):
         return {k: _tensors(v) for k, v in state.items()}
     return torch.from_numpy(np.ascontiguousarray(state)) if isinstance(state, np.ndarray) else state
+
+
+def _check_width(
+    modality: str, kind: str, transform: str, n_features: int, n_top: Mapping[str, int]
+) -> None:
+    """A counts modality normalised per cell (``lognorm``, ``clr``) needs two features: with
+    one, every cell's normalised value is the same."""
+    width = min(n_features, int(n_top.get(modality) or n_features))
+    if kind == "counts" and transform in ("lognorm", "clr") and width < 2:
+        where = (
+            f"data.n_top_features.{modality}"
+            if width < n_features
+            else f"modality '{modality}' (transform {transform})"
+        )
+        raise InputError(
+            f"modality '{modality}' has 1 feature: normalising its counts per cell "
+            f"({transform}) makes it the same for every cell",
+            where,
+            f"give it more features, or declare it continuous (data.kinds.{modality}=continuous)",
+        )
 
 
 class _BatchDataset(Dataset):
@@ -153,6 +174,8 @@ class PairedDataModule(L.LightningDataModule):
             for m, mod in data.modalities.items()
         }
         self.n_top_features = dict(n_top_features or {})
+        for m, mod in data.modalities.items():
+            _check_width(m, mod.kind, self.transform_names[m], mod.n_features, self.n_top_features)
         self.passes_per_epoch = 1
         self.include_target_in_train = False
         self._ready = False
