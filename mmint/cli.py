@@ -232,6 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{command}' (mmint {command}) - use one of: {', '.join(COMMANDS)}")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    if not any(a.lower() == "verbose=true" for a in rest):
+        # torch's C++ warnings (e.g. DDP's reducer) bypass Python logging: only errors
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     _, overrides = split_hydra_flags(rest)
     try:
         _check_group_choices(overrides)

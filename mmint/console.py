@@ -34,7 +34,9 @@ def setup_console(verbose: bool = False) -> None:
 
     Call it once logging is configured (Hydra does that before running the command).
     """
-    import lightning  # noqa: F401 - its loggers install their console handlers on import
+    # these install console handlers of their own on import: import them first
+    import anndata  # noqa: F401
+    import lightning  # noqa: F401
 
     logging.captureWarnings(True)
     root = logging.getLogger()
@@ -45,10 +47,12 @@ def setup_console(verbose: bool = False) -> None:
             handler.addFilter(_QuietFilter())
     if verbose or not root.handlers:
         return
-    # Lightning's loggers print through console handlers of their own: send their records
-    # through the root handlers instead (the log file, and the filtered console)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logger = logging.getLogger(name)
-        for handler in _console_handlers(logger):
-            logger.removeHandler(handler)
-        logger.propagate = True
+    # libraries that print through console handlers of their own (Lightning, anndata): send
+    # their records through the root handlers instead (the log file, and the filtered console)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and not name.startswith("mmint"):
+            handlers = _console_handlers(logger)
+            for handler in handlers:
+                logger.removeHandler(handler)
+            if handlers:
+                logger.propagate = True

@@ -27,12 +27,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 from lightning.fabric.plugins.environments import LightningEnvironment
 
-#: strategies run with processes started by mmint (``ddp_spawn``/``ddp_fork`` too: those
-#: would lose the callbacks' state, curves and timing, in the spawned processes)
-DDP_PREFIXES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+from mmint.errors import InputError
+
 READY_TIMEOUT_S = 600.0
+#: environment variables torch.distributed / Lightning set in rank 0 (restored after a fit)
+_DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
 
 
 def n_devices(devices: Any) -> int:
@@ -50,10 +52,32 @@ def n_devices(devices: Any) -> int:
 
 
 def external_launcher() -> bool:
-    """Whether another launcher (torchrun, srun) started the processes."""
+    """Whether another launcher (torchrun, srun with several tasks) started the processes."""
     if "LOCAL_RANK" in os.environ:
         return True
     return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+
+
+def external_rank() -> int:
+    """This process's global rank under an external launcher (0 otherwise)."""
+    if not external_launcher():
+        return 0
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def external_strategy(trainer_cfg: dict[str, Any], manual_optimization: bool) -> Any:
+    """Under torchrun / srun: Lightning's DDP with its own cluster environment, with
+    ``find_unused_parameters`` as :func:`plan_for` chooses it; None when not launched so."""
+    strategy = str(trainer_cfg.get("strategy") or "auto")
+    if not external_launcher() or not (strategy == "auto" or strategy.startswith("ddp")):
+        return None
+    from lightning.pytorch.strategies import DDPStrategy
+
+    unused = not strategy.endswith("_false") and (strategy.endswith("_true") or manual_optimization)
+    return DDPStrategy(find_unused_parameters=unused)
 
 
 @dataclass
@@ -67,6 +91,7 @@ class DDPPlan:
     port: int = 0
     children: list[subprocess.Popen] = field(default_factory=list)
     folder: Path | None = None
+    saved_env: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def is_child(self) -> bool:
@@ -88,20 +113,79 @@ class DDPPlan:
 def plan_for(trainer_cfg: dict[str, Any], manual_optimization: bool) -> DDPPlan | None:
     """The DDP plan of a trainer config, or None when mmint does not start processes.
 
-    ``ddp`` runs with ``find_unused_parameters=True`` for models that optimise manually (every
-    mmint integrator: several optimizers or phases, each backward reaching only some
-    parameters, which DDP's reducer only accepts with that flag);
+    Several devices with ``auto`` or any ``ddp*`` strategy (``ddp_spawn`` too: spawned
+    processes would keep the callbacks' curves and timing to themselves) run as processes
+    started here. ``ddp`` runs with ``find_unused_parameters=True`` for models that optimise
+    manually (every mmint integrator: several optimizers or phases, each backward reaching
+    only some parameters, which DDP's reducer only accepts with that flag);
     ``ddp_find_unused_parameters_false`` turns it off.
     """
     strategy = str(trainer_cfg.get("strategy") or "auto")
     world = n_devices(trainer_cfg.get("devices", 1))
-    if world <= 1 or not strategy.startswith(DDP_PREFIXES) or external_launcher():
+    if world <= 1 or external_launcher():
         return None
+    if strategy != "auto" and not strategy.startswith("ddp"):
+        raise InputError(
+            f"strategy '{strategy}' on {world} devices is not supported",
+            "trainer.strategy",
+            "use trainer.strategy=ddp (or ddp_find_unused_parameters_true)",
+        )
     if strategy.endswith("find_unused_parameters_false"):
         unused = False
     else:
         unused = strategy.endswith("find_unused_parameters_true") or manual_optimization
     return DDPPlan(world, unused, float(trainer_cfg.get("ddp_timeout_s") or 300))
+
+
+class ParameterSync(L.Callback):
+    """After every training epoch, checks that the parameters are the same in every process
+    (DDP averages the gradients, so equal starts and equal steps must stay equal) and raises
+    when they are not; rank 0 writes the checksums of the last epoch to ``logs/ddp.json``.
+
+    Checksums within a relative ``rtol`` pass (``parameters_equal`` says whether they are
+    bitwise equal): a model that changes its parameters in place during a forward pass (as
+    UnitedNet's group layer normalisation) drifts at float rounding when only rank 0 runs
+    the per-epoch curve scores; gradients that are not synchronised differ by far more.
+    """
+
+    rtol = 1e-6
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import torch
+
+        with torch.no_grad():
+            flat = torch.cat([p.detach().double().flatten().cpu() for p in pl_module.parameters()])
+            weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64)
+            mine = torch.stack([flat.sum(), (flat * weights).sum() / flat.numel()])
+        sums = (
+            trainer.strategy.all_gather(mine.to(next(pl_module.parameters()).device))
+            .cpu()
+            .reshape(-1, 2)
+        )
+        equal = bool(torch.equal(sums, sums[:1].expand_as(sums)))
+        spread = float(((sums - sums[:1]).abs() / sums[:1].abs().clamp_min(1e-12)).max())
+        if trainer.is_global_zero:
+            from mmint.io import write_json
+
+            write_json(
+                self.run_dir / "logs" / "ddp.json",
+                {
+                    "world_size": trainer.world_size,
+                    "epoch": trainer.current_epoch,
+                    "parameter_checksums": sums.tolist(),
+                    "parameters_equal": equal,
+                    "max_relative_difference": spread,
+                },
+            )
+        if spread > self.rtol:
+            raise RuntimeError(
+                f"parameters differ across the DDP processes after epoch "
+                f"{trainer.current_epoch} (checksums {sums[:, 0].tolist()}): gradients were "
+                "not synchronised"
+            )
 
 
 def _free_port() -> int:
@@ -134,6 +218,7 @@ class _Environment(LightningEnvironment):
 
 def launch(plan: DDPPlan, cfg: dict[str, Any], run_dir: Path, ckpt_path: str | None) -> None:
     """Start ranks 1..n-1 (rank 0 is this process); their output goes to ``logs/ddp_rank<r>.log``."""
+    plan.saved_env = {k: os.environ.get(k) for k in _DIST_ENV}
     plan.port = _free_port()
     plan.folder = Path(run_dir) / ".ddp"
     plan.folder.mkdir(parents=True, exist_ok=True)
@@ -213,6 +298,11 @@ def finish(plan: DDPPlan, run_dir: Path, ok: bool) -> str | None:
             proc.kill()
             proc.wait()
     failure = child_failure(plan, run_dir) if ok else None
+    for key, value in plan.saved_env.items():  # rank 0's process goes on (a suite, a test)
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     if plan.folder is not None:
         for f in plan.folder.glob("*"):
             f.unlink(missing_ok=True)

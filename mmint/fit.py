@@ -26,7 +26,10 @@ from mmint.callbacks.timing import peak_rss_mb
 from mmint.data import PairedDataModule, load_dataset
 from mmint.distributed import (
     DDPPlan,
+    ParameterSync,
     child_failure,
+    external_rank,
+    external_strategy,
     finish,
     launch,
     mark_ready,
@@ -244,11 +247,13 @@ def train_model(
         DivergenceCheck(model.name),
     ]
     kwargs = _trainer_kwargs(cfg)
-    if ddp is not None:
-        kwargs["strategy"] = ddp.strategy()
-        kwargs["devices"] = (
-            ddp.world_size if isinstance(kwargs["devices"], int | str) else kwargs["devices"]
-        )
+    manual = not getattr(model, "automatic_optimization", True)
+    strategy = ddp.strategy() if ddp is not None else external_strategy(trainer_cfg, manual)
+    if strategy is not None:
+        kwargs["strategy"] = strategy
+        callbacks.append(ParameterSync(run_dir))
+    if ddp is not None and isinstance(kwargs["devices"], int | str):
+        kwargs["devices"] = ddp.world_size
     trainer = L.Trainer(
         max_epochs=max_epochs,
         logger=loggers or False,
@@ -333,6 +338,13 @@ def run_fit(
     start = time.perf_counter()
     cfg = plain(cfg)
     run_dir = Path(run_dir)
+    if external_rank() > 0:  # torchrun / srun started this rank: train along, write nothing
+        _, max_epochs, _, dm, model = _setup(cfg)
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        train_model(
+            model, dm, cfg, run_dir, int(max_epochs or 50), [], ckpt if ckpt.exists() else None
+        )
+        return {}
     with folder_lock(run_dir, "mmint fit"):
         resume = check_run_dir(run_dir, cfg)
         if announce is not None:

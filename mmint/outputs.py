@@ -58,7 +58,7 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
     mdata = md.MuData(mods)
     pos = dm.data.names.get_indexer(mdata.obs_names)
     for col in obs.columns:
-        mdata.obs[col] = obs[col].to_numpy()[pos]
+        mdata.obs[col] = obs[col].iloc[pos].set_axis(mdata.obs_names)
     mdata.obsm[f"X_{name}"] = out.joint[pos]
     return mdata
 
