@@ -162,6 +162,12 @@ def _hydra_main(task: Callable[[Any], None], command: str, argv: list[str]) -> N
     import hydra
 
     flags, overrides = split_hydra_flags(argv)
+    modes = [f for f in flags if f in ("-m", "--multirun", "-c", "--cfg", "-i", "--info")]
+    if len({"multirun" if f in ("-m", "--multirun") else f for f in modes}) > 1:
+        fail(
+            f"{' and '.join(modes)} cannot be combined (mmint {command}) - --cfg/--info show "
+            "the config of one run: leave out -m"
+        )
     sys.argv = [f"mmint {command}", *flags, f"command={command}", *overrides]
     hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")(
         _guarded(task)
