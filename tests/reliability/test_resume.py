@@ -89,16 +89,6 @@ def test_rerun_with_another_config_is_refused(tmp_path):
     assert run_fit(cfg, tmp_path)["status"] == "ok"
 
 
-def test_cli_refuses_another_config(tmp_path):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run/metrics.json").write_text("{}")  # a run without its config.yaml
-    out = mmint("fit", "model=pca", *TINY, "hydra.run.dir=run", cwd=tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.strip().startswith("error: the run directory holds another run")
-    assert len(out.stderr.strip().splitlines()) == 1
-    assert (tmp_path / "run/metrics.json").read_text() == "{}"
-
-
 def test_suite_cleans_a_run_folder_of_another_config(tmp_path, fake_fit):
     suite = tiny_suite(seeds=[0], floor=[])
     (run,) = expand(suite, ["logger=csv"])
