@@ -82,7 +82,11 @@ class DivergenceCheck(L.Callback):
             values.setdefault("training_step loss", float(outputs.detach()))
         elif isinstance(outputs, dict) and isinstance(outputs.get("loss"), torch.Tensor):
             values.setdefault("training_step loss", float(outputs["loss"].detach()))
-        bad_terms = [k for k, v in values.items() if not math.isfinite(v)]
+        # the most specific term first: a part (train/reconstruction_atac) before its total
+        bad_terms = sorted(
+            (k for k, v in values.items() if not math.isfinite(v)),
+            key=lambda k: (k.endswith("loss"), -len(k)),
+        )
         bad_params = _non_finite_parameters(pl_module)
         if not bad_terms and not bad_params:
             return
