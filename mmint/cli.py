@@ -22,6 +22,12 @@ commands:
   benchmark  run a suite of fits and write results.csv, report.md and plots
   explain    SHAP relevance analysis of a run directory
 
+options (Hydra's, anywhere on the line):
+  -m, --multirun        sweep: seed=0,1,2 model=multivi,cvqvae (hydra/launcher=submitit_local
+                        or hydra/launcher=slurm runs the fits as separate jobs)
+  --cfg job|hydra|all   print the composed config and exit
+  verbose=true          show third-party messages and tracebacks on the terminal too
+
 examples:
   mmint validate data=snareseq_mouse_cortex_chen2019
   mmint validate data=custom 'data.paths={rna: a.h5ad, atac: b.h5ad}' 'data.kinds={rna: counts, atac: binary}'
@@ -88,27 +94,124 @@ def _fit_task(cfg: Any) -> None:
     from mmint.fit import run_fit
 
     run_dir = HydraConfig.get().runtime.output_dir
-    metrics = run_fit(cfg, run_dir)
+    metrics = run_fit(cfg, run_dir, announce=lambda line: print(line, flush=True))
     keys = ("ari", "nmi", "ari_kmeans", "foscttm", "fit_seconds")
     summary = ", ".join(f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), float))
-    print(f"run directory: {run_dir}\n{summary}")
+    print(f"results: {run_dir}\n{summary}")
+    for line in metrics.get("warnings") or []:
+        print(f"warning: {line}")
+
+
+#: Hydra's command-line flags, with whether each takes a value ("?": an optional one)
+_HYDRA_FLAGS = {
+    "-m": False,
+    "--multirun": False,
+    "-r": False,
+    "--run": False,
+    "--resolve": False,
+    "-h": False,
+    "--help": False,
+    "-hh": False,
+    "--hydra-help": False,
+    "--version": False,
+    "-c": True,
+    "--cfg": True,
+    "-p": True,
+    "--package": True,
+    "-cp": True,
+    "--config-path": True,
+    "-cn": True,
+    "--config-name": True,
+    "-cd": True,
+    "--config-dir": True,
+    "--experimental-rerun": True,
+    "-sc": True,
+    "--shell-completion": True,
+    "-i": "?",
+    "--info": "?",
+}
+_INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
+
+
+def split_hydra_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """``(flags, overrides)``: Hydra's flags (with their values) wherever they stand on the
+    line, and the overrides, so that ``mmint fit -m seed=0,1`` and ``mmint fit seed=0,1 -m``
+    both work (Hydra's parser takes flags only before the overrides)."""
+    flags: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        takes = _HYDRA_FLAGS.get(name)
+        if takes is None:
+            rest.append(arg)
+        elif takes is True and "=" not in arg and i + 1 < len(args):
+            flags += [arg, args[i + 1]]
+            i += 1
+        elif takes == "?" and i + 1 < len(args) and args[i + 1] in _INFO_CHOICES:
+            flags += [arg, args[i + 1]]
+            i += 1
+        else:
+            flags.append(arg)
+        i += 1
+    return flags, rest
 
 
 def _hydra_main(task: Callable[[Any], None], command: str, argv: list[str]) -> None:
     import hydra
 
-    sys.argv = [f"mmint {command}", f"command={command}", *argv]
+    flags, overrides = split_hydra_flags(argv)
+    modes = [f for f in flags if f in ("-m", "--multirun", "-c", "--cfg", "-i", "--info")]
+    if len({"multirun" if f in ("-m", "--multirun") else f for f in modes}) > 1:
+        fail(
+            f"{' and '.join(modes)} cannot be combined (mmint {command}) - --cfg/--info show "
+            "the config of one run: leave out -m"
+        )
+    sys.argv = [f"mmint {command}", *flags, f"command={command}", *overrides]
     hydra.main(config_path=_config_dir(), config_name="config", version_base="1.3")(
         _guarded(task)
     )()
 
 
+def _log_file() -> str | None:
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return handler.baseFilename
+    return None
+
+
 def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Run the command with a quiet console; every failure becomes one ``error:`` line
+    (exit 2 for bad input, 1 otherwise) and the traceback goes to the log file."""
+
     def run(cfg: Any) -> None:
+        import logging
+
+        from mmint.callbacks.divergence import TrainingDiverged
+        from mmint.console import TRACEBACK_LOGGER, setup_console
+
+        verbose = bool(cfg.get("verbose", False))
+        setup_console(verbose)
         try:
             task(cfg)
         except InputError as err:
             fail(err)
+        except TrainingDiverged as err:
+            fail(err, code=1)
+        except Exception as err:
+            if verbose:
+                raise
+            logging.getLogger(TRACEBACK_LOGGER).exception("the command failed")
+            log = _log_file()
+            text = " ".join(str(err).split())
+            fail(
+                f"{type(err).__name__}: {text}"
+                + (f" (traceback in {log}; verbose=true shows it here)" if log else ""),
+                code=1,
+            )
 
     return run
 
@@ -135,9 +238,15 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         fail(f"unknown command '{command}' (mmint {command}) - use one of: {', '.join(COMMANDS)}")
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    if not any(a.lower() == "verbose=true" for a in rest):
+        # torch's C++ warnings (e.g. DDP's reducer) bypass Python logging: only errors
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    _, overrides = split_hydra_flags(rest)
     try:
-        _check_group_choices(rest)
-        if command == "benchmark" and not any(a.split("=")[0] in ("suite", "+suite") for a in rest):
+        _check_group_choices(overrides)
+        if command == "benchmark" and not any(
+            a.split("=")[0] in ("suite", "+suite") for a in overrides
+        ):
             suites = sorted(p[:-5] for p in os.listdir(os.path.join(_config_dir(), "suite")))
             raise InputError(
                 "no suite given",
@@ -145,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"pass suite=<name>, one of: {', '.join(suites)}",
             )
         if command == "validate":
-            print(validate(compose(command, rest)))
+            print(validate(compose(command, overrides)))
             return
     except InputError as err:
         fail(err)

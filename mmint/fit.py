@@ -8,24 +8,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
+from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
+from mmint.callbacks.progress import FitProgress, progress_mode
+from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
 from mmint.data import PairedDataModule, load_dataset
+from mmint.distributed import (
+    DDPPlan,
+    ParameterSync,
+    child_failure,
+    external_rank,
+    external_strategy,
+    finish,
+    launch,
+    mark_ready,
+    plan_for,
+    wait_ready,
+)
+from mmint.errors import InputError
 from mmint.evaluate import evaluate
 from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
+from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
 _NOT_HASHED = (
@@ -33,9 +50,22 @@ _NOT_HASHED = (
     "hydra",
     "command",
     "trainer.enable_progress_bar",
+    "trainer.ddp_timeout_s",
     "suite",
     "run",
     "explain",
+    "verbose",
+)
+
+#: what a run writes; a folder holding any of them without a config.yaml is another run's
+RUN_PRODUCTS = (
+    "config.yaml",
+    "split.json",
+    "metrics.json",
+    "checkpoints",
+    "outputs.h5mu",
+    "predictions",
+    "curves.csv",
 )
 
 
@@ -58,6 +88,54 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
         elif not rest:
             c.pop(node, None)
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _config_of(run_dir: Path) -> dict[str, Any] | None:
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - unreadable: not this run's
+        return None
+
+
+def run_dir_state(run_dir: str | Path, cfg: Mapping[str, Any]) -> str:
+    """``empty`` (no run written there), ``same`` (a run of this config, finished or not) or
+    ``other`` (another config's run, or files of unknown origin)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        products = any((run_dir / p).exists() for p in RUN_PRODUCTS)
+        return "other" if products else "empty"
+    old = _config_of(run_dir)
+    return "same" if old is not None and config_hash(old) == config_hash(cfg) else "other"
+
+
+def check_run_dir(run_dir: Path, cfg: Mapping[str, Any]) -> Path | None:
+    """Refuse a run directory that holds another config's run; return its ``last.ckpt`` to
+    resume from when it holds an unfinished (or finished) run of this config."""
+    state = run_dir_state(run_dir, cfg)
+    if state == "other":
+        raise InputError(
+            "the run directory holds another run (a different config, or files without a "
+            "config.yaml)",
+            str(run_dir),
+            "give a new hydra.run.dir, or delete the folder to start over",
+        )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return last if state == "same" and last.exists() else None
+
+
+def clean_run_dir(run_dir: str | Path) -> None:
+    """Remove everything a run wrote in ``run_dir`` (the folder and its lock stay)."""
+    import shutil
+
+    for path in Path(run_dir).iterdir():
+        if path.name == LOCK_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def versions() -> dict[str, str | None]:
@@ -96,6 +174,17 @@ def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModul
     return dm
 
 
+def _trainer_kwargs(cfg: dict) -> dict[str, Any]:
+    trainer_cfg = dict(cfg.get("trainer", {}))
+    return {
+        "accelerator": trainer_cfg.get("accelerator", "auto"),
+        "devices": trainer_cfg.get("devices", 1),
+        "strategy": trainer_cfg.get("strategy", "auto"),
+        "precision": trainer_cfg.get("precision", "32-true"),
+        "deterministic": trainer_cfg.get("deterministic", False),
+    }
+
+
 def train_model(
     model: Integrator,
     dm: PairedDataModule,
@@ -103,11 +192,21 @@ def train_model(
     run_dir: Path,
     max_epochs: int,
     loggers: list,
+    ckpt_path: str | Path | None = None,
+    ddp: DDPPlan | None = None,
 ) -> tuple[Integrator, dict[str, Any]]:
     """Fit a trainable model with checkpoint selection on ``val/loss`` and curves.
 
+    Parameters
+    ----------
+    ckpt_path
+        A ``last.ckpt`` to resume from (weights, optimizers, epoch, random state, curves,
+        timing and the best-so-far selection).
+    ddp
+        The DDP plan when this process is one rank of a DDP fit started by mmint.
+
     Returns the best checkpoint's model and the cost keys (``epochs``, ``seconds_per_epoch``,
-    ``cells_per_second``) plus ``best_epoch`` and the curve correlations.
+    ``cells_per_second``, ``world_size``) plus ``best_epoch`` and the curve correlations.
     """
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -135,32 +234,55 @@ def train_model(
     )
     curves = LatentDistanceCurve(metrics, run_dir)
     timing = Timing()
-    progress = trainer_cfg.get("enable_progress_bar")
-    if progress is None:
-        progress = os.environ.get("CI", "").lower() not in ("1", "true")
+    progress = FitProgress(progress_mode(trainer_cfg.get("enable_progress_bar")))
+    callbacks = [
+        checkpoint,
+        last,
+        metrics,
+        curves,
+        timing,
+        RandomState(),
+        DivergenceCheck(model.name),
+    ]
+    kwargs = _trainer_kwargs(cfg)
+    manual = not getattr(model, "automatic_optimization", True)
+    strategy = ddp.strategy() if ddp is not None else external_strategy(trainer_cfg, manual)
+    if strategy is not None:
+        kwargs["strategy"] = strategy
+        callbacks.append(ParameterSync(run_dir))
+    if ddp is not None and isinstance(kwargs["devices"], int | str):
+        kwargs["devices"] = ddp.world_size
     trainer = L.Trainer(
         max_epochs=max_epochs,
-        accelerator=trainer_cfg.get("accelerator", "auto"),
-        devices=trainer_cfg.get("devices", 1),
-        strategy=trainer_cfg.get("strategy", "auto"),
-        precision=trainer_cfg.get("precision", "32-true"),
-        deterministic=trainer_cfg.get("deterministic", False),
         logger=loggers or False,
-        callbacks=[checkpoint, last, metrics, curves, timing],
-        enable_progress_bar=bool(progress),
+        callbacks=[*callbacks, progress] if progress.mode != "off" else callbacks,
+        enable_progress_bar=progress.mode != "off",
         enable_model_summary=False,
         num_sanity_val_steps=0,
         log_every_n_steps=1,
         default_root_dir=str(run_dir),
+        # each process gets its share of the training batches from the data module (equal
+        # counts); validation runs on all val cells in every process, so val/loss and the
+        # checkpoint choice agree across processes without a reduction
+        use_distributed_sampler=False,
+        **kwargs,
     )
-    trainer.fit(model, datamodule=dm)
+    if ddp is not None and ddp.is_child:
+        mark_ready(ddp)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    if not trainer.is_global_zero:
+        return model, {}
     best_path = checkpoint.best_model_path
     best = (
         model_class(model.name).load_from_checkpoint(best_path, map_location="cpu")
         if best_path
         else model
     )
-    extra = {"best_epoch": _best_epoch(best_path), "curve_correlations": curves.correlations}
+    extra = {
+        "best_epoch": _best_epoch(best_path),
+        "curve_correlations": curves.correlations,
+        "world_size": int(trainer.world_size),
+    }
     return best, {**timing.summary(), **extra}
 
 
@@ -170,8 +292,36 @@ def _best_epoch(path: str) -> int | None:
     return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1))
 
 
-def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
+def _setup(cfg: dict) -> tuple[str, int | None, dict, PairedDataModule, Integrator]:
+    """Seeds, threads, data module and model, the same in every DDP process."""
+    seed = int(cfg.get("seed", 0))
+    if cfg.get("trainer", {}).get("num_threads"):
+        torch.set_num_threads(int(cfg["trainer"]["num_threads"]))
+    L.seed_everything(seed, workers=True, verbose=False)
+    name, max_epochs, batch_size, hparams = _split_model_config(cfg["model"])
+    dm = build_datamodule(cfg, batch_size)
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(name, dm.spec, **hparams)
+    return name, max_epochs, hparams, dm, model
+
+
+def train_rank(cfg: dict, run_dir: Path, plan: DDPPlan, ckpt_path: str | None) -> None:
+    """What a DDP process started by mmint (rank > 0) runs: the same setup and training as
+    rank 0, no evaluation and no files (rank 0 writes the run directory)."""
+    _, max_epochs, _, dm, model = _setup(cfg)
+    train_model(model, dm, cfg, run_dir, int(max_epochs or 50), [], ckpt_path, plan)
+
+
+def run_fit(
+    cfg: Mapping[str, Any], run_dir: str | Path, announce: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Fit, select on val, score on test, and write the run directory; return ``metrics.json``.
+
+    The run directory is held by this process while it runs (a second writer is refused, see
+    :mod:`mmint.runlock`). A run directory that holds a ``last.ckpt`` of the same config is
+    resumed from it; one that holds another config's run is refused
+    (:func:`check_run_dir`). A failure writes ``metrics.json`` with ``status: failed`` and the
+    one-line ``error`` (no scores) and re-raises.
 
     Parameters
     ----------
@@ -180,24 +330,87 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         ``eval``, ``variant``).
     run_dir
         Where the run directory is written.
+    announce
+        Called with one line saying what runs, once the run directory is this run's.
     """
-    from omegaconf import OmegaConf
-
     start = time.perf_counter()
     cfg = plain(cfg)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if external_rank() > 0:  # torchrun / srun started this rank: train along, write nothing
+        _, max_epochs, _, dm, model = _setup(cfg)
+        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        train_model(
+            model, dm, cfg, run_dir, int(max_epochs or 50), [], ckpt if ckpt.exists() else None
+        )
+        return {}
+    with folder_lock(run_dir, "mmint fit"):
+        resume = check_run_dir(run_dir, cfg)
+        if announce is not None:
+            announce(_what_runs(cfg, run_dir, resume))
+        try:
+            return _fit(cfg, run_dir, resume, start, announce)
+        except Exception as err:
+            write_json(run_dir / "metrics.json", failed_metrics(cfg, err, start))
+            raise
+
+
+def _what_runs(cfg: dict, run_dir: Path, resume: Path | None) -> str:
+    epochs = cfg["model"].get("max_epochs")
+    return (
+        f"fit {cfg['model']['name']} on {cfg['data']['name']}, seed {cfg.get('seed', 0)}"
+        + (f", {epochs} epochs" if epochs else "")
+        + (" (resuming from last.ckpt)" if resume else "")
+        + f" -> {run_dir}"
+    )
+
+
+def failed_metrics(cfg: dict, err: BaseException, start: float | None = None) -> dict[str, Any]:
+    """``metrics.json`` of a failed run: identity, ``status: failed``, the one-line ``error``."""
+    name = cfg.get("model", {}).get("name")
+    out: dict[str, Any] = {
+        "model": name,
+        "data": cfg.get("data", {}).get("name"),
+        "seed": int(cfg.get("seed", 0)),
+        "variant": cfg.get("variant", "default"),
+        "config_hash": config_hash(cfg),
+        "versions": versions(),
+        "status": "failed",
+        "error": error_line(err),
+    }
+    if start is not None:
+        out["fit_seconds"] = time.perf_counter() - start
+    return out
+
+
+def error_line(err: BaseException) -> str:
+    """One line for an error: the message of mmint's own errors, ``Type: message`` else."""
+    text = " ".join(str(err).split())
+    if isinstance(err, InputError | TrainingDiverged) or not text:
+        return text or type(err).__name__
+    return f"{type(err).__name__}: {text}"
+
+
+def _fit(
+    cfg: dict,
+    run_dir: Path,
+    resume: Path | None,
+    start: float,
+    announce: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
     seed = int(cfg.get("seed", 0))
-    if cfg.get("trainer", {}).get("num_threads"):
-        torch.set_num_threads(int(cfg["trainer"]["num_threads"]))
-    L.seed_everything(seed, workers=True, verbose=False)
-    name, max_epochs, batch_size, hparams = _split_model_config(cfg["model"])
-    dm = build_datamodule(cfg, batch_size)
+    name, max_epochs, _, dm, model = _setup(cfg)
+    for line in dm.data.warnings if announce is not None else []:
+        announce(f"warning: {line}")
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
     write_json(run_dir / "split.json", dm.split_names())
-    L.seed_everything(seed, workers=True, verbose=False)
-    model = build_model(name, dm.spec, **hparams)
     logger_cfg = cfg.get("logger", {}) or {}
+    ddp = (
+        plan_for(cfg.get("trainer", {}), not getattr(model, "automatic_optimization", True))
+        if model.trains_in_epochs
+        else None
+    )
     loggers = make_loggers(
         logger_cfg.get("kind", "csv"),
         run_dir,
@@ -214,13 +427,22 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     )
     try:
         if model.trains_in_epochs:
-            best, cost = train_model(model, dm, cfg, run_dir, int(max_epochs or 50), loggers)
+            epochs = int(max_epochs or 50)
+            if ddp is None:
+                best, cost = train_model(model, dm, cfg, run_dir, epochs, loggers, resume)
+            else:
+                best, cost = _train_ddp(model, dm, cfg, run_dir, epochs, loggers, resume, ddp)
         else:
             model.fit_data(dm)
             model.save(run_dir / "checkpoints" / "best.ckpt", dm)
             model.save(run_dir / "checkpoints" / "last.ckpt", dm)
             best = model
-            cost = {"epochs": None, "seconds_per_epoch": None, "cells_per_second": None}
+            cost = {
+                "epochs": None,
+                "seconds_per_epoch": None,
+                "cells_per_second": None,
+                "world_size": 1,
+            }
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
         scores = evaluate(
@@ -250,6 +472,8 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             **cost,
         }
+        metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
+        metrics["status"], metrics["error"] = "ok", None
         _write_outputs(best, dm, run_dir)
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
@@ -259,6 +483,72 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         return metrics
     finally:
         finish_wandb(loggers)
+
+
+def _train_ddp(
+    model: Integrator,
+    dm: PairedDataModule,
+    cfg: dict,
+    run_dir: Path,
+    epochs: int,
+    loggers: list,
+    resume: Path | None,
+    ddp: DDPPlan,
+) -> tuple[Integrator, dict[str, Any]]:
+    """Rank 0 of a DDP fit: start the other ranks, train with them, wait for them."""
+    launch(ddp, cfg, run_dir, str(resume) if resume else None)
+    ok = False
+    try:
+        wait_ready(ddp, run_dir)
+        try:
+            out = train_model(model, dm, cfg, run_dir, epochs, loggers, resume, ddp)
+        except Exception as err:
+            # a peer that died makes this rank's collective fail: report the peer's error
+            failure = child_failure(ddp, run_dir)
+            if failure and not isinstance(err, TrainingDiverged):
+                raise RuntimeError(failure) from err
+            raise
+        ok = True
+    finally:
+        failure = finish(ddp, run_dir, ok)
+        _close_process_group()
+    if failure:
+        raise RuntimeError(failure)
+    return out
+
+
+def _close_process_group() -> None:
+    """Leave the process group so that a later fit in this process can start another."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+#: an R2 below this is flagged: predictions much worse than predicting the mean
+R2_FLAG = -10.0
+
+
+def result_warnings(metrics: Mapping[str, Any], dm: PairedDataModule) -> list[str]:
+    """Signs of a collapsed fit that finished with finite numbers: one group for several
+    labels, or an R2 far below zero. Shown in the fit summary and the suite report."""
+    out = []
+    labels = dm.true_labels[dm.cells("test")]
+    n_labels = len(np.unique(labels[labels >= 0]))
+    if metrics.get("n_groups") == 1 and n_labels > 1:
+        out.append(f"collapse: the model put every cell in 1 group ({n_labels} labels)")
+    r2 = metrics.get("r2") or {}
+    worst = [
+        (v, s, d)
+        for s, row in r2.items()
+        for d, v in (row or {}).items()
+        if isinstance(v, float) and v < R2_FLAG
+    ]
+    if worst:
+        v, s, d = min(worst)
+        out.append(
+            f"r2 far below zero: {len(worst)} of the r2 entries < {R2_FLAG:g} "
+            f"(worst {s}->{d}: {v:.3g}); predictions are much worse than the mean"
+        )
+    return out
 
 
 def _write_outputs(model: Integrator, dm: PairedDataModule, run_dir: Path) -> None:

@@ -59,6 +59,11 @@ def make_loggers(
             offline=mode == "offline",
             config=config,
         )
+        # Lightning always passes anonymous=None, which wandb answers with a deprecation
+        # warning on the terminal: leave the key out
+        init = getattr(wandb_logger, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
         loggers.append(wandb_logger)
     return loggers
 

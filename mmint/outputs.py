@@ -22,9 +22,15 @@ def split_column(dm: PairedDataModule) -> np.ndarray:
 
 
 def to_mudata(model: Integrator, dm: PairedDataModule):
-    """All cells as a MuData: one modality per entry holding the model input in ``X``, with
-    ``obsm['X_<model>']`` (joint latent), ``obsm['X_<model>_<modality>']``,
-    ``obs['<model>_group']`` and ``obs['split']``."""
+    """All cells as a MuData with one modality per entry.
+
+    Entry ``m`` holds only the cells that have ``m`` (its model input in ``X``), so nothing
+    unmeasured looks measured: MuData's own ``obsm[m]`` is the mask of the cells that have it
+    (False for the others). Each entry has ``obsm['X_<model>']`` (joint latent),
+    ``obsm['X_<model>_<m>']``, and ``obsm['X_<model>_<other>']`` when all its cells also
+    have ``other``; ``obs['<model>_group']`` and ``obs['split']``. The global ``obs`` and
+    ``obsm['X_<model>']`` cover every cell (the joint latent uses the modalities a cell has).
+    """
     import mudata as md
 
     md.set_options(pull_on_update=False)
@@ -34,16 +40,26 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
     obs["split"] = pd.Categorical(split_column(dm))
     if out.groups is not None:
         obs[f"{name}_group"] = pd.Categorical(out.groups.astype(str))
+    has = {m: dm.masks[m] > 0 for m in dm.modalities}
     mods = {}
     for m in dm.modalities:
+        rows = np.flatnonzero(has[m])
         feats = dm.data.modalities[m].var_names[dm.transforms[m].features]
-        a = ad.AnnData(X=dm.inputs[m], obs=obs.copy(), var=pd.DataFrame(index=feats.astype(str)))
-        a.obsm[f"X_{name}"] = out.joint
+        a = ad.AnnData(
+            X=dm.inputs[m][rows],
+            obs=obs.iloc[rows].copy(),
+            var=pd.DataFrame(index=feats.astype(str)),
+        )
+        a.obsm[f"X_{name}"] = out.joint[rows]
         for mm, z in out.latents.items():
-            a.obsm[f"X_{name}_{mm}"] = z
+            if has[mm][rows].all():
+                a.obsm[f"X_{name}_{mm}"] = z[rows]
         mods[m] = a
     mdata = md.MuData(mods)
-    mdata.obsm[f"X_{name}"] = out.joint
+    pos = dm.data.names.get_indexer(mdata.obs_names)
+    for col in obs.columns:
+        mdata.obs[col] = obs[col].iloc[pos].set_axis(mdata.obs_names)
+    mdata.obsm[f"X_{name}"] = out.joint[pos]
     return mdata
 
 

@@ -256,9 +256,13 @@ def test_h5mu(cli):
     assert "labels (cell_type): 3 categories" in out
 
 
-def test_h5mu_default_join_marks_missing_cells(cli):
-    out = _ok(cli["runs"]["h5mu_relative"])
-    assert "modality rna: kind=counts features=8 cells=38 missing=2" in out
+def test_h5mu_default_join_is_strict(cli):
+    """data.join=strict (the default) holds for a MuData: cells missing from a modality are
+    refused, with the joins that keep them as the fix (the relative path was found)."""
+    run = cli["runs"]["h5mu_relative"]
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.error.startswith("error: cells differ between modalities 'rna' and 'adt'")
+    assert "pair.h5mu" in run.error and "data.join=outer" in run.error
 
 
 def test_inner_join_reports_dropped(cli):

@@ -43,7 +43,15 @@ GROUPS = {
 }
 PREDICTION = {"r2", "r2_variance_weighted", "r2_excluded_features", "pearson", "auroc"}
 ALIGNMENT = {"foscttm", "latent_distance", "foscttm_pairs", "latent_distance_pairs"}
-COST = {"fit_seconds", "peak_rss_mb", "epochs", "seconds_per_epoch", "cells_per_second"}
+COST = {
+    "fit_seconds",
+    "peak_rss_mb",
+    "epochs",
+    "seconds_per_epoch",
+    "cells_per_second",
+    "world_size",
+}
+OUTCOME = {"status", "error"}
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +83,12 @@ def test_run_directory_files(pca_run):
 
 def test_metrics_keys_follow_contract(pca_run):
     _, metrics, _ = pca_run
-    missing = (IDENTITY | GROUPS | PREDICTION | ALIGNMENT | COST | {"scib"}) - set(metrics)
+    missing = (IDENTITY | GROUPS | PREDICTION | ALIGNMENT | COST | OUTCOME | {"scib"}) - set(
+        metrics
+    )
     assert not missing
+    assert metrics["status"] == "ok" and metrics["error"] is None and metrics["warnings"] == []
+    assert metrics["world_size"] == 1
     assert metrics["scored_on"] == "test"
     assert metrics["epochs"] is None and metrics["seconds_per_epoch"] is None
     assert set(metrics["r2"]) == {"rna", "atac", "ephys"}

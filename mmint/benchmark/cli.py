@@ -13,11 +13,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from mmint.benchmark.grid import Suite, passthrough
+from mmint.benchmark.grid import Suite, expand, passthrough
 from mmint.benchmark.plots import make_plots
 from mmint.benchmark.report import ReportOptions, build_report, summary_table
 from mmint.benchmark.runner import SuiteRun, run_suite
 from mmint.io import atomic_write
+from mmint.runlock import folder_lock
 
 
 def run_benchmark(
@@ -29,8 +30,22 @@ def run_benchmark(
     echo: Callable[[str], None] = print,
 ) -> SuiteRun:
     """Run ``suite`` into ``suite_dir`` and write its results, plots, report and (with
-    ``logger_kind='wandb'``) the ``suite-summary`` W&B run."""
+    ``logger_kind='wandb'``) the ``suite-summary`` W&B run. The folder is held by this process
+    meanwhile (:mod:`mmint.runlock`): a second suite on it is refused."""
     suite_dir = Path(suite_dir)
+    with folder_lock(suite_dir, "mmint benchmark"):
+        return _run_benchmark(suite, suite_dir, base_overrides, logger_kind, project, echo)
+
+
+def _run_benchmark(
+    suite: Suite,
+    suite_dir: Path,
+    base_overrides: Iterable[str],
+    logger_kind: str,
+    project: str,
+    echo: Callable[[str], None],
+) -> SuiteRun:
+    echo(f"suite {suite.name}: {len(expand(suite, base_overrides))} runs -> {suite_dir}")
     done = run_suite(suite, suite_dir, base_overrides, echo=echo)
     table = done.table
     plots = make_plots(table, suite_dir, umap=suite.umap, echo=echo)

@@ -398,10 +398,24 @@ def _single_task_section(diffs: pd.DataFrame, opts: ReportOptions) -> str:
     )
 
 
+def _run_name(r: pd.Series) -> str:
+    return f"{r['model']}__{r['data']}__{r['variant']}__seed{r['seed']}"
+
+
+def flagged_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Successful runs whose ``metrics.json`` carries ``warnings`` (collapse, R2 far below 0)."""
+    if "warnings" not in table or table.empty:
+        return table.iloc[0:0]
+    text = table["warnings"].fillna("").astype(str).str.strip()
+    ok = table["status"] == "ok" if "status" in table else True
+    return table[ok & (text != "")]
+
+
 def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
     """The whole ``report.md``."""
     n_ok = int((table["status"] == "ok").sum()) if "status" in table else len(table)
     n_failed = int((table["status"] == "failed").sum()) if "status" in table else 0
+    flagged = flagged_rows(table)
     agg = aggregate(table)
     if not agg.empty:
         agg["rank"] = ranks(agg)
@@ -413,7 +427,9 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
         "",
         summary_table(table, opts.floor),
         "",
-        f"Runs: {n_ok} ok, {n_failed} failed. Means ± sd over seeds; ARI leads. "
+        f"Runs: {n_ok} ok"
+        + (f" ({len(flagged)} flagged, see Flagged runs)" if len(flagged) else "")
+        + f", {n_failed} failed. Means ± sd over seeds; ARI leads. "
         f"ARI - {opts.floor[0] if opts.floor else 'floor'}: how far the model is above "
         "the floor (difference of means).",
         "",
@@ -429,6 +445,22 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
         text += [dataset_section(agg, data, opts.floor), ""]
     if "variant" in table and table["variant"].nunique() > 1:
         text += [ablation_section(table, opts)]
+    if len(flagged):
+        text += [
+            "## Flagged runs",
+            "",
+            "These runs finished with finite numbers but show signs of a collapsed fit; their "
+            "scores are in the tables above and should not be read as normal results.",
+            "",
+            markdown_table(
+                ["run", "warning"],
+                [
+                    [_run_name(r), str(r["warnings"]).replace("|", "\\|")]
+                    for _, r in flagged.iterrows()
+                ],
+            ),
+            "",
+        ]
     if n_failed:
         failed = table[table["status"] == "failed"]
         text += [
@@ -436,13 +468,7 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
             "",
             markdown_table(
                 ["run", "error"],
-                [
-                    [
-                        f"{r['model']}__{r['data']}__{r['variant']}__seed{r['seed']}",
-                        str(r["error"]).replace("|", "\\|"),
-                    ]
-                    for _, r in failed.iterrows()
-                ],
+                [[_run_name(r), str(r["error"]).replace("|", "\\|")] for _, r in failed.iterrows()],
             ),
             "",
         ]

@@ -30,7 +30,8 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def run_row(run: Any, run_dir: Path, relative_to: Path | None = None) -> dict[str, Any] | None:
     """The row of one run (a :class:`~mmint.benchmark.grid.RunSpec`) from its folder:
-    ``metrics.json`` (ok) or ``failed.json`` (failed); None when it has not finished."""
+    ``metrics.json`` (its ``status``) or ``failed.json`` (failed); None when it has not
+    finished."""
     ident = {"model": run.model, "data": run.data, "seed": run.seed, "variant": run.variant}
     shown = str(run_dir.relative_to(relative_to)) if relative_to else str(run_dir)
     metrics, failed = run_dir / "metrics.json", run_dir / "failed.json"
@@ -40,7 +41,10 @@ def run_row(run: Any, run_dir: Path, relative_to: Path | None = None) -> dict[st
         info = read_json(failed)
         return {**ident, "status": "failed", "error": info.get("error", ""), "run_dir": shown}
     if metrics.exists():
-        flat = flatten({k: v for k, v in read_json(metrics).items() if k not in ID_COLUMNS})
+        info = read_json(metrics)
+        if info.get("status") == "failed":  # written by the fit itself (e.g. a divergence)
+            return {**ident, "status": "failed", "error": info.get("error") or "", "run_dir": shown}
+        flat = flatten({k: v for k, v in info.items() if k not in ID_COLUMNS + TAIL_COLUMNS})
         return {**ident, **flat, "status": "ok", "error": "", "run_dir": shown}
     return None
 

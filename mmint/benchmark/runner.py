@@ -25,7 +25,9 @@ import pandas as pd
 
 from mmint.benchmark.grid import RunSpec, Suite, compose_run, expand, missing_dataset
 from mmint.benchmark.results import results_table, run_row, write_results
+from mmint.callbacks.progress import format_seconds, in_ci
 from mmint.io import read_json, write_json
+from mmint.runlock import folder_lock
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -48,27 +50,33 @@ def one_line(err: BaseException) -> str:
     return line if len(line) <= 500 else line[:497] + "..."
 
 
-def in_ci() -> bool:
-    """Whether ``CI`` is set to true (plain output, no progress bars)."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 def run_dir_of(suite_dir: Path, run: RunSpec) -> Path:
     """``<suite dir>/runs/<run name>``."""
     return suite_dir / "runs" / run.name
 
 
 def is_done(run_dir: Path, cfg: dict[str, Any]) -> bool:
-    """Whether the run has a ``metrics.json`` made from this very config."""
+    """Whether the run has a ``metrics.json`` of a successful fit of this very config."""
     from mmint.fit import config_hash
 
     path = run_dir / "metrics.json"
     if not path.exists():
         return False
     try:
-        return read_json(path).get("config_hash") == config_hash(cfg)
+        info = read_json(path)
     except (OSError, ValueError):
         return False
+    return info.get("config_hash") == config_hash(cfg) and info.get("status", "ok") == "ok"
+
+
+def prepare_run_dir(run_dir: Path, cfg: dict[str, Any]) -> None:
+    """Empty a run folder that holds another config's run (the suite owns its folders), so
+    that the new run never mixes with the old one's files; a run of this config stays (it
+    resumes from its ``last.ckpt``)."""
+    from mmint.fit import clean_run_dir, run_dir_state
+
+    if run_dir.exists() and run_dir_state(run_dir, cfg) == "other":
+        clean_run_dir(run_dir)
 
 
 def execute(cfg: dict[str, Any], run_dir: str | Path) -> tuple[str | None, str | None, float]:
@@ -76,7 +84,12 @@ def execute(cfg: dict[str, Any], run_dir: str | Path) -> tuple[str | None, str |
     from mmint import fit
 
     t0 = time.perf_counter()
+    cfg = dict(cfg)
+    trainer = dict(cfg.get("trainer") or {})
+    if trainer.get("enable_progress_bar") is None:  # the suite shows its own progress
+        cfg["trainer"] = {**trainer, "enable_progress_bar": False}
     try:
+        prepare_run_dir(Path(run_dir), cfg)
         fit.run_fit(cfg, run_dir)
     except Exception as err:  # noqa: BLE001 - a failed run is a result, not a crash
         return one_line(err), traceback.format_exc(), time.perf_counter() - t0
@@ -107,8 +120,20 @@ def run_suite(
         Overrides every run gets first (the command line's, e.g. ``logger=csv``).
     echo
         Where progress lines go.
+
+    Raises
+    ------
+    mmint.runlock.FolderBusy
+        When another live process runs a suite in ``suite_dir``.
     """
     suite_dir = Path(suite_dir)
+    with folder_lock(suite_dir, "mmint benchmark"):
+        return _run_suite(suite, suite_dir, base_overrides, echo)
+
+
+def _run_suite(
+    suite: Suite, suite_dir: Path, base_overrides: Iterable[str], echo: Callable[[str], None]
+) -> SuiteRun:
     (suite_dir / "runs").mkdir(parents=True, exist_ok=True)
     notes = []
     skipped_data = set()
@@ -170,13 +195,14 @@ def run_suite(
                 continue
             pending.append((run, cfg))
         save()
+        bar.to_fit = len(pending)
 
         def finished(
             run: RunSpec, cfg: dict, error: str | None, tb: str | None, secs: float
         ) -> None:
             record(run, cfg, error, tb)
             counts["failed" if error else "ok"] += 1
-            bar.done(run, f"failed: {error}" if error else f"ok ({secs:.1f} s)")
+            bar.done(run, f"failed: {error}" if error else f"ok ({secs:.1f} s)", secs)
             save()
 
         if suite.n_jobs <= 1 or len(pending) <= 1:
@@ -216,6 +242,8 @@ class _Progress:
         self.echo = echo
         self.bar: Any = None
         self.task: Any = None
+        self.fitted: list[float] = []  # seconds of the runs fitted here (not the cached ones)
+        self.to_fit = 0
 
     def __enter__(self) -> _Progress:
         if not in_ci() and self.total:
@@ -232,9 +260,10 @@ class _Progress:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TextColumn("{task.fields[left]}"),
             )
             self.bar.start()
-            self.task = self.bar.add_task("", total=self.total)
+            self.task = self.bar.add_task("", total=self.total, left="")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -245,11 +274,21 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, description=run.name)
 
-    def done(self, run: RunSpec, what: str) -> None:
+    def time_left(self) -> str:
+        """Estimated time for the runs still to fit: their count x the mean fit so far."""
+        if not self.fitted:
+            return ""
+        left = (self.to_fit - len(self.fitted)) * sum(self.fitted) / len(self.fitted)
+        return f"time left ~{format_seconds(left)}" if left > 0 else ""
+
+    def done(self, run: RunSpec, what: str, seconds: float | None = None) -> None:
         self.n += 1
-        line = f"[{self.n}/{self.total}] {run.name}: {what}"
+        if seconds is not None:
+            self.fitted.append(seconds)
+        left = self.time_left()
+        line = f"[{self.n}/{self.total}] {run.name}: {what}" + (f", {left}" if left else "")
         if self.bar is not None:
             self.bar.console.print(line, markup=False, highlight=False)
-            self.bar.update(self.task, advance=1)
+            self.bar.update(self.task, advance=1, left=left)
         else:
             self.echo(line)

@@ -29,6 +29,13 @@ class IntegrationMetrics(L.Callback):
         self.seed = seed
         self.history: list[dict[str, Any]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        """The curve rows so far (kept in checkpoints: a resumed fit keeps its early epochs)."""
+        return {"history": [dict(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in state_dict.get("history", [])]
+
     def _cells(self, trainer: L.Trainer) -> np.ndarray:
         val = trainer.datamodule.cells("val")
         if len(val) > self.max_cells:
@@ -40,8 +47,10 @@ class IntegrationMetrics(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch
         last = epoch + 1 >= (trainer.max_epochs or 0)
-        if trainer.sanity_checking or not (
-            (epoch + 1) % self.every_n_epochs == 0 or epoch == 0 or last
+        if (
+            trainer.sanity_checking
+            or not trainer.is_global_zero  # under DDP the scores are computed once, on rank 0
+            or not ((epoch + 1) % self.every_n_epochs == 0 or epoch == 0 or last)
         ):
             return
         scores = quick_scores(pl_module, trainer.datamodule, self._cells(trainer), seed=self.seed)
@@ -64,7 +73,8 @@ class LatentDistanceCurve(L.Callback):
         self.correlations: dict[str, float | None] = {}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.write()
+        if trainer.is_global_zero:
+            self.write()
 
     def write(self) -> pd.DataFrame:
         """Write the CSV and PNG; return the table."""

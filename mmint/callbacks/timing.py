@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from typing import Any
 
 import lightning as L
 
@@ -23,6 +24,14 @@ class Timing(L.Callback):
         self.cells = 0
         self._start = 0.0
         self._stopped = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch times and cells so far (kept in checkpoints: a resumed fit adds to them)."""
+        return {"epoch_seconds": list(self.epoch_seconds), "cells": self.cells}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch_seconds = [float(s) for s in state_dict.get("epoch_seconds", [])]
+        self.cells = int(state_dict.get("cells", 0))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -44,6 +53,14 @@ class Timing(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop()
         pl_module.log("time/epoch_seconds", self.epoch_seconds[-1], on_epoch=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # under DDP each process saw its share of the cells: count them all
+        if trainer.world_size > 1:
+            import torch
+
+            total = trainer.strategy.reduce(torch.tensor(float(self.cells)), reduce_op="sum")
+            self.cells = int(total)
 
     def summary(self) -> dict[str, float | int | None]:
         """``epochs``, ``seconds_per_epoch`` and ``cells_per_second`` (the contracts' cost keys)."""

@@ -16,6 +16,7 @@ from mmint.data.modality import FittedTransform, check_transform, fit_transform
 from mmint.data.paired import PairedData
 from mmint.data.spec import DataSpec
 from mmint.data.splits import make_split
+from mmint.errors import InputError
 
 Batch = dict[str, torch.Tensor]
 
@@ -31,6 +32,26 @@ def _tensors(state: Any) -> Any:
     if isinstance(state, dict):
         return {k: _tensors(v) for k, v in state.items()}
     return torch.from_numpy(np.ascontiguousarray(state)) if isinstance(state, np.ndarray) else state
+
+
+def _check_width(
+    modality: str, kind: str, transform: str, n_features: int, n_top: Mapping[str, int]
+) -> None:
+    """A counts modality normalised per cell (``lognorm``, ``clr``) needs two features: with
+    one, every cell's normalised value is the same."""
+    width = min(n_features, int(n_top.get(modality) or n_features))
+    if kind == "counts" and transform in ("lognorm", "clr") and width < 2:
+        where = (
+            f"data.n_top_features.{modality}"
+            if width < n_features
+            else f"modality '{modality}' (transform {transform})"
+        )
+        raise InputError(
+            f"modality '{modality}' has 1 feature: normalising its counts per cell "
+            f"({transform}) makes it the same for every cell",
+            where,
+            f"give it more features, or declare it continuous (data.kinds.{modality}=continuous)",
+        )
 
 
 class _BatchDataset(Dataset):
@@ -51,17 +72,42 @@ class _BatchDataset(Dataset):
 
 
 class _ShuffledBatches(Sampler[tuple[int, list[int]]]):
-    """``passes`` reshuffled passes over ``cells`` per iteration, seeded by (seed, epoch).
+    """``passes`` reshuffled passes over ``cells`` per epoch, seeded by (seed, epoch).
 
     Yields ``(pass index, cells)``: every training batch says which pass it belongs to.
+
+    With ``world_size > 1`` (DDP) every pass is dealt round-robin over the processes after
+    dropping at most ``world_size - 1`` cells, so that every process gets the same number of
+    equally sized batches (a process with one batch more would wait forever in the gradient
+    all-reduce). Lightning calls :meth:`set_epoch` before every epoch, which also makes a
+    resumed fit draw the same batches as an uninterrupted one.
     """
 
-    def __init__(self, cells: np.ndarray, batch_size: int, seed: int, passes: int = 1) -> None:
+    def __init__(
+        self,
+        cells: np.ndarray,
+        batch_size: int,
+        seed: int,
+        passes: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.cells, self.batch_size, self.seed, self.passes = cells, batch_size, seed, passes
+        self.rank, self.world_size = rank, max(1, world_size)
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffles of ``epoch`` on the next iteration."""
+        self.epoch = int(epoch)
+
+    def _per_process(self) -> int:
+        """Cells per process and pass."""
+        return len(self.cells) // self.world_size
 
     def _one_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
         perm = rng.permutation(self.cells)
+        if self.world_size > 1:
+            perm = perm[: self._per_process() * self.world_size][self.rank :: self.world_size]
         chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
         if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
             last = chunks.pop()
@@ -76,8 +122,9 @@ class _ShuffledBatches(Sampler[tuple[int, list[int]]]):
                 yield k, chunk.tolist()
 
     def __len__(self) -> int:
-        per_pass = -(-len(self.cells) // self.batch_size)
-        if per_pass > 1 and len(self.cells) % self.batch_size == 1:
+        n = self._per_process() if self.world_size > 1 else len(self.cells)
+        per_pass = -(-n // self.batch_size)
+        if per_pass > 1 and n % self.batch_size == 1:
             per_pass -= 1  # the lone last cell joins the previous batch
         return per_pass * self.passes
 
@@ -137,6 +184,8 @@ class PairedDataModule(L.LightningDataModule):
             for m, mod in data.modalities.items()
         }
         self.n_top_features = dict(n_top_features or {})
+        for m, mod in data.modalities.items():
+            _check_width(m, mod.kind, self.transform_names[m], mod.n_features, self.n_top_features)
         #: passes per epoch of the train loader (``None``: the model's declaration, else 1)
         self.passes_per_epoch: int | None = None
         #: add the unlabelled target cells to the train loader (``None``: the model's)
@@ -277,10 +326,12 @@ class PairedDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled dict batches of training cells (``train_passes_per_epoch`` passes, each
-        batch tagged with its pass index)."""
+        batch tagged with its pass index; under DDP this process's share)."""
         passes = int(self._declared("passes_per_epoch", "train_passes_per_epoch", 1))
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return self._loader(
-            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, passes)
+            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, passes, rank, world)
         )
 
     def _ordered(self, idx: np.ndarray, size: int) -> DataLoader:

@@ -56,6 +56,8 @@ class PairedData:
     exclude_labels: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: handled problems of the input the user should know about (shown by validate and fit)
+    warnings: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -107,6 +109,8 @@ class PairedData:
             notes,
         )
         data._check_values()
+        data._mark_empty_cells()
+        data._check_paired()
         data._check_columns({m: w for m, (_, w) in loaded.items()})
         return data
 
@@ -220,6 +224,7 @@ class PairedData:
         if self.class_key:
             lines.append(f"classes ({self.class_key}): {len(set((self.classes() or {}).values()))}")
         lines.extend(self.notes)
+        lines.extend(f"warning: {w}" for w in self.warnings)
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ checks
@@ -252,6 +257,50 @@ class PairedData:
                         "give raw integer counts (e.g. layers['counts']), or declare the kind "
                         "'continuous'",
                     )
+
+    def _mark_empty_cells(self) -> None:
+        """A cell whose row is all zero in a ``counts`` or ``binary`` modality was not measured
+        there (no UMI, no open peak): it is marked as lacking that modality (mask 0), with a
+        warning, rather than given a library size of 0. A cell left with no modality at all
+        is an error."""
+        for m, mod in self.modalities.items():
+            if mod.kind == "continuous":
+                continue
+            nonzero = _nonzero_rows(mod.x)
+            empty = np.flatnonzero(mod.present & ~nonzero)
+            if len(empty):
+                mod.present = mod.present & nonzero
+                what = "no counts" if mod.kind == "counts" else "no nonzero value"
+                self.warnings.append(
+                    f"{len(empty)} cells have {what} in '{m}' (e.g. "
+                    f"{_examples(self.names[empty])}): treated as lacking '{m}' (mask 0); "
+                    "filter them out to drop them"
+                )
+        present = np.stack([mod.present for mod in self.modalities.values()]).any(axis=0)
+        if not present.all():
+            bad = np.flatnonzero(~present)
+            raise InputError(
+                f"{len(bad)} cells have no values in any modality, e.g. "
+                f"{_examples(self.names[bad])}",
+                ", ".join(f"'{m}' {mod.where}" for m, mod in self.modalities.items()),
+                "remove these cells (e.g. filter cells with total counts 0)",
+            )
+
+    def _check_paired(self) -> None:
+        """With two or more modalities some cells must have at least two of them: paired data
+        is what every integrator and every cross-modal metric needs."""
+        if len(self.modalities) < 2:
+            return
+        n_measured = np.stack([mod.present for mod in self.modalities.values()]).sum(axis=0)
+        if (n_measured >= 2).any():
+            return
+        counts = ", ".join(f"'{m}': {int(mod.present.sum())}" for m, mod in self.modalities.items())
+        raise InputError(
+            f"the modalities share no cells (cells per modality: {counts}; none has two)",
+            ", ".join(dict.fromkeys(mod.where for mod in self.modalities.values())),
+            "the same cell must have the same name (obs_names) in every modality; check the "
+            "names, or pair the cells before loading",
+        )
 
     def _check_columns(self, wheres: Mapping[str, str]) -> None:
         files = ", ".join(wheres.values())
@@ -416,6 +465,13 @@ def _aligned_modality(
         aligned = np.zeros((len(names), x.shape[1]), np.float32)
         aligned[present] = x[pos[present]]
     return Modality(name, kind, aligned, adata.var_names.copy(), present, where)
+
+
+def _nonzero_rows(x: np.ndarray | sp.csr_matrix) -> np.ndarray:
+    """Whether each row holds a nonzero value."""
+    if sp.issparse(x):
+        return np.asarray((abs(x) > 0).sum(axis=1)).ravel() > 0
+    return (x != 0).any(axis=1)
 
 
 def _rows_where(x: np.ndarray | sp.csr_matrix, bad: np.ndarray) -> np.ndarray:

@@ -102,8 +102,8 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
                     "data.paths",
                     "give {modality: file.h5ad} for one AnnData per modality",
                 )
-            # in a MuData a cell absent from a modality's obs simply lacks it (contracts)
-            join = "outer" if join == "strict" else join
+            # data.join applies as for separate files: with `outer`, a cell absent from a
+            # modality's obs lacks it (contracts); `strict` refuses modalities with other cells
             return PairedData.from_mudata(_resolve(paths), kinds, join=join, **common)
         return PairedData.from_anndatas(
             {m: _resolve(p) for m, p in paths.items()}, kinds, join=join, **common

@@ -298,10 +298,18 @@ def test_tfidf_small_example():
     rng = np.random.default_rng(0)
     x = rng.poisson(0.7, (30, 6)).astype(np.float32)
     x[:, 5] = 0  # a never-open peak
-    x[4] = 0  # an empty cell
-    sparse_data = _small("binary", x)
+    x[4] = 0  # an empty cell: it lacks 'm' (mask 0), so it is left out of the fit
+    names = [f"c{i}" for i in range(x.shape[0])]
+    obs = pd.DataFrame({"cell_type": ["A"] * len(names)}, index=names)
+    other = ad.AnnData(rng.normal(size=(30, 2)).astype(np.float32), obs=obs)
+    sparse_data = PairedData.from_anndatas(
+        {"m": ad.AnnData(x, obs=obs), "e": other}, {"m": "binary", "e": "continuous"}
+    )
     dm = _dm(sparse_data, transforms={"m": "tfidf"})
+    empty = x.sum(axis=1) == 0
+    assert empty[4] and (dm.masks["m"] == ~empty).all()
     train = dm.split["train"]
+    train = train[~empty[train]]
     idf = len(train) / (1.0 + (x[train] > 0).sum(axis=0))
     rows = x.sum(axis=1, keepdims=True)
     tf = np.divide(x, rows, out=np.zeros_like(x, dtype=np.float64), where=rows > 0)

@@ -269,12 +269,15 @@ def test_mudata_h5mu(tmp_path):
     np.testing.assert_array_equal(x[data.names.get_indexer(_names(2, 12))], adt.X)
     assert (data.labels()[0] >= 0).all()
     assert str(path) in data.modalities["rna"].where
-    # the same through the registry's custom source
-    same = load_dataset(
-        {"source": "custom", "paths": str(path), "kinds": kinds, "label_key": "cell_type"}
-    )
+    # the same through the registry's custom source, with data.join=outer
+    cfg = {"source": "custom", "paths": str(path), "kinds": kinds, "label_key": "cell_type"}
+    same = load_dataset({**cfg, "join": "outer"})
     assert same.n_cells == 12
     assert any("missing-modality counts" in n for n in same.notes)
+    # data.join=strict (the custom default) holds for a MuData too: other cells are refused
+    err = input_error(load_dataset, {**cfg, "join": "strict"})
+    assert "cells differ between modalities 'rna' and 'adt'" in err.what
+    assert "data.join=outer" in err.fix
 
 
 def test_mudata_missing_file(tmp_path):

@@ -197,10 +197,15 @@ class CVQVAE(IntegratorModule):
         x, masks = self._inputs(batch)
         n = next(iter(x.values())).shape[0]
         out = self.module.loss(x, masks, batch.get(BATCH))
-        if out.total.requires_grad:  # a batch with no usable pair has nothing to learn
+        loss = out.total
+        if not loss.requires_grad and self._trainer is not None and self.trainer.world_size > 1:
+            # under DDP every process must take part in every gradient all-reduce: a batch with
+            # nothing to learn here steps with a zero loss instead of skipping the step
+            loss = sum(p.sum() * 0.0 for p in self.module.parameters())
+        if loss.requires_grad:  # a batch with no usable pair has nothing to learn
             opt = self.optimizers()
             opt.zero_grad()
-            self.manual_backward(out.total)
+            self.manual_backward(loss)
             if self.hparams.gradient_clip_val:
                 self.clip_gradients(
                     opt,

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.spec import DataSpec
+from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.multivi.module import (
     GeneLikelihood,
@@ -105,6 +106,13 @@ class MultiVI(IntegratorModule):
         super().__init__(spec)
         s = self.spec
         hidden, latent = default_sizes(s.kinds, s.n_features, s.transforms, n_hidden, n_latent)
+        if hidden < 2:
+            raise InputError(
+                f"the hidden width resolves to {hidden} (scvi-tools' rule sqrt(n_peaks or "
+                f"n_genes) on {dict(s.n_features)} features): too narrow for a network",
+                "model.n_hidden",
+                "set model.n_hidden (e.g. model.n_hidden=32)",
+            )
         self.save_hyperparameters(
             {
                 "spec": s.to_dict(),

@@ -61,9 +61,9 @@ MODELS = {
 
 
 def datamodule() -> PairedDataModule:
-    """48 cells of the simulator (seed 3), one batch of 48 per step."""
+    """48 cells of the simulator (seed 4: every cell has every modality), one batch of 48 per step."""
     sim = simulate(
-        n_cells=60, n_types=3, n_major=3, n_batches=2, modalities=MODALITIES, n_links=2, seed=3
+        n_cells=60, n_types=3, n_major=3, n_batches=2, modalities=MODALITIES, n_links=2, seed=4
     )
     data = PairedData.from_anndatas(sim.adatas, sim.kinds, label_key="cell_type", batch_key="batch")
     dm = PairedDataModule(
