@@ -43,7 +43,7 @@ def fail(err: InputError | str, code: int = 2) -> None:
 
 
 def _config_dir() -> str:
-    from mmint.data.registry import config_dir
+    from mmint.config import config_dir
 
     return str(config_dir())
 
@@ -78,9 +78,31 @@ def compose(command: str, overrides: list[str]) -> Any:
         return hydra_compose("config", overrides=[f"command={command}", *overrides])
 
 
+def compose_run(overrides: list[str]) -> dict[str, Any]:
+    """A fit's config as a resolved plain dict (root config + ``overrides``), exactly as
+    ``mmint fit <overrides>`` gets it: what the benchmark runner is given to compose its runs.
+
+    Works inside ``hydra.main`` (``mmint benchmark``) and outside it (library, tests).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mmint.config import plain
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose as hydra_compose
+
+        cfg = hydra_compose("config", overrides=overrides)
+    else:
+        cfg = compose("fit", overrides)
+    out = plain(cfg)
+    out.pop("hydra", None)
+    return out
+
+
 def validate(cfg: Any) -> str:
     """Load the dataset and build the split exactly as ``fit`` does; return the summary."""
-    from mmint.fit import build_datamodule, plain
+    from mmint.config import plain
+    from mmint.fit import build_datamodule
 
     cfg = plain(cfg)
     dm = build_datamodule(cfg, batch_size=int(cfg["model"].get("batch_size", 128)))
@@ -216,16 +238,24 @@ def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
     return run
 
 
-def _command_module(command: str) -> Callable[[Any], None]:
-    import importlib
+def _benchmark_task(cfg: Any) -> None:
+    from mmint.benchmark.cli import main as benchmark
 
-    try:
-        module = importlib.import_module(f"mmint.{command}.cli")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith(f"mmint.{command}"):
-            fail(f"the '{command}' command is not available in this version of mmint", code=1)
-        raise
-    return module.main
+    benchmark(cfg, compose=compose_run)
+
+
+def _explain_task(cfg: Any) -> None:
+    from mmint.explain.cli import main as explain
+
+    explain(cfg)
+
+
+#: what each command runs under ``hydra.main`` (``validate`` composes without it)
+TASKS: dict[str, Callable[[Any], None]] = {
+    "fit": _fit_task,
+    "benchmark": _benchmark_task,
+    "explain": _explain_task,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     _, overrides = split_hydra_flags(rest)
     try:
+        _config_dir()  # an install without its config tree: one error line, not Hydra's
         _check_group_choices(overrides)
         if command == "benchmark" and not any(
             a.split("=")[0] in ("suite", "+suite") for a in overrides
@@ -258,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             return
     except InputError as err:
         fail(err)
-    task = _fit_task if command == "fit" else _command_module(command)
+    task = TASKS[command]
     if command == "explain" and not any(a.startswith("hydra.run.dir=") for a in rest):
         # explain writes into the given run directory: no timestamped Hydra folder of its own
         rest = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout", *rest]

@@ -23,6 +23,7 @@ from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
+from mmint.config import plain
 from mmint.data import PairedDataModule, load_dataset
 from mmint.distributed import (
     DDPPlan,
@@ -67,15 +68,6 @@ RUN_PRODUCTS = (
     "predictions",
     "curves.csv",
 )
-
-
-def plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain-dict copy of a dict or OmegaConf config."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return json.loads(json.dumps(cfg, default=str))
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:

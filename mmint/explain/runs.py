@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmint.config import plain
 from mmint.errors import InputError
 from mmint.explain.relevance import (
     RECORD_COLUMNS,
@@ -74,14 +75,6 @@ def options(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {**DEFAULTS, **given}
 
 
-def _plain(cfg: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict[str, Any], Any, Any]:
     """``(config, model, data module)`` of a run directory written by ``mmint fit``.
 
@@ -111,7 +104,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict[str, A
             where,
             "explain a finished run (explain.checkpoint=best or last)",
         )
-    cfg = _plain(OmegaConf.load(run / "config.yaml"))
+    cfg = plain(OmegaConf.load(run / "config.yaml"))
     name = cfg["model"]["name"]
     cls = model_class(name)
     if hasattr(cls, "load_from_checkpoint"):
