@@ -1,4 +1,4 @@
-"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain> [hydra overrides]``.
+"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain|predict> [hydra overrides]``.
 
 Hydra composes the config here and only here; the library takes plain dicts. Bad input
 exits 2 with one line ``error: <what> (<where>) - <how to fix>`` on stderr, no traceback.
@@ -13,7 +13,7 @@ from typing import Any
 
 from mmint.errors import InputError
 
-COMMANDS = ("validate", "fit", "benchmark", "explain")
+COMMANDS = ("validate", "fit", "benchmark", "explain", "predict")
 USAGE = """usage: mmint <command> [key=value ...]
 
 commands:
@@ -21,6 +21,8 @@ commands:
   fit        fit one model on one dataset and write a run directory
   benchmark  run a suite of fits and write results.csv, report.md and plots
   explain    SHAP relevance analysis of a run directory
+  predict    apply a run to new cells (its fitted transforms and model): latents, groups,
+             cross-modal predictions
 
 options (Hydra's, anywhere on the line):
   -m, --multirun        sweep: seed=0,1,2 model=multivi,cvqvae (hydra/launcher=submitit_local
@@ -33,6 +35,7 @@ examples:
   mmint validate data=custom 'data.paths={rna: a.h5ad, atac: b.h5ad}' 'data.kinds={rna: counts, atac: binary}'
   mmint fit model=unitednet data=synthetic seed=1 logger=csv
   mmint benchmark suite=quick
+  mmint predict run=runs/unitednet/synthetic/<time> data=custom 'data.paths={rna: new_rna.h5ad, atac: new_atac.h5ad}' 'data.kinds={rna: counts, atac: binary}'
 """
 
 
@@ -250,11 +253,18 @@ def _explain_task(cfg: Any) -> None:
     explain(cfg)
 
 
+def _predict_task(cfg: Any) -> None:
+    from mmint.predict import main as predict
+
+    predict(cfg)
+
+
 #: what each command runs under ``hydra.main`` (``validate`` composes without it)
 TASKS: dict[str, Callable[[Any], None]] = {
     "fit": _fit_task,
     "benchmark": _benchmark_task,
     "explain": _explain_task,
+    "predict": _predict_task,
 }
 
 
@@ -284,14 +294,22 @@ def main(argv: list[str] | None = None) -> None:
                 "mmint benchmark",
                 f"pass suite=<name>, one of: {', '.join(suites)}",
             )
+        if command == "predict" and not any(
+            a.split("=")[0] in ("data", "+data") for a in overrides
+        ):
+            raise InputError(
+                "no data given",
+                "mmint predict",
+                "pass data=<dataset> or data=custom 'data.paths={...}' 'data.kinds={...}'",
+            )
         if command == "validate":
             print(validate(compose(command, overrides)))
             return
     except InputError as err:
         fail(err)
     task = TASKS[command]
-    if command == "explain" and not any(a.startswith("hydra.run.dir=") for a in rest):
-        # explain writes into the given run directory: no timestamped Hydra folder of its own
+    if command in ("explain", "predict") and not any(a.startswith("hydra.run.dir=") for a in rest):
+        # these write into the given run directory: no timestamped Hydra folder of their own
         rest = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout", *rest]
     _hydra_main(task, command, rest)
 
