@@ -1,6 +1,7 @@
 """No import cycles in ``mmint/``: every module's imports (module- and function-level) walked
 with ``ast`` and resolved to modules of the package; any strongly connected component of more
-than one module fails, with one cycle through it spelled out."""
+than one module fails, with one cycle through it spelled out. Imports by name at run time
+(``importlib`` in the model registry, ``python -m mmint.ddp_rank``) are not edges."""
 
 from __future__ import annotations
 
