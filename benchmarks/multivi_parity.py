@@ -156,7 +156,7 @@ def overrides(dataset: str, seed: int, epochs: int) -> list[str]:
 
 def compose_cfg(dataset: str, seed: int, epochs: int):
     from mmint.cli import compose
-    from mmint.fit import plain
+    from mmint.config import plain
 
     return plain(compose("fit", overrides(dataset, seed, epochs)))
 

@@ -23,6 +23,7 @@ from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
+from mmint.config import plain
 from mmint.data import PairedDataModule, load_dataset
 from mmint.distributed import (
     DDPPlan,
@@ -42,6 +43,7 @@ from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
+from mmint.outputs import write_outputs
 from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
@@ -67,15 +69,6 @@ RUN_PRODUCTS = (
     "predictions",
     "curves.csv",
 )
-
-
-def plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain-dict copy of a dict or OmegaConf config."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return json.loads(json.dumps(cfg, default=str))
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
@@ -159,8 +152,11 @@ def _split_model_config(model_cfg: Mapping[str, Any]) -> tuple[str, int | None, 
     return name, max_epochs, batch_size, cfg
 
 
-def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModule:
-    """Load the dataset of ``cfg['data']`` and set up its data module (split by ``cfg['seed']``)."""
+def build_datamodule(
+    cfg: Mapping[str, Any], batch_size: int, state: Mapping[str, Any] | None = None
+) -> PairedDataModule:
+    """Load the dataset of ``cfg['data']`` and set up its data module (split by ``cfg['seed']``);
+    with ``state`` (a checkpoint's data-module state) its transforms are the checkpoint's."""
     data_cfg = cfg["data"]
     dm = PairedDataModule(
         load_dataset(data_cfg),
@@ -170,6 +166,8 @@ def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModul
         transforms=data_cfg.get("transforms"),
         n_top_features=data_cfg.get("n_top_features"),
     )
+    if state:
+        dm.load_state_dict(dict(state))
     dm.setup()
     return dm
 
@@ -474,7 +472,7 @@ def _fit(
         }
         metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
         metrics["status"], metrics["error"] = "ok", None
-        _write_outputs(best, dm, run_dir)
+        write_outputs(best, dm, run_dir, dm.cells("test"))
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
             lg.log_metrics(
@@ -549,22 +547,3 @@ def result_warnings(metrics: Mapping[str, Any], dm: PairedDataModule) -> list[st
             f"(worst {s}->{d}: {v:.3g}); predictions are much worse than the mean"
         )
     return out
-
-
-def _write_outputs(model: Integrator, dm: PairedDataModule, run_dir: Path) -> None:
-    from mmint.outputs import predict, to_mudata
-
-    mdata = to_mudata(model, dm)
-    tmp = run_dir / ".outputs.h5mu.tmp"
-    mdata.write(tmp)
-    tmp.replace(run_dir / "outputs.h5mu")
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    test = dm.cells("test")
-    for src in dm.modalities:
-        for dst in dm.modalities:
-            if src != dst:
-                a = predict(model, dm, src, dst, test)
-                tmp = pred_dir / f".{src}_to_{dst}.h5ad.tmp"
-                a.write_h5ad(tmp)
-                tmp.replace(pred_dir / f"{src}_to_{dst}.h5ad")

@@ -1,9 +1,9 @@
 """A suite's grid: models x datasets x seeds x variants -> one run (name, overrides) each.
 
 A suite is ``configs/suite/<name>.yaml`` (the ``suite`` node of the composed config) or a
-plain dict with the same keys; see ``docs/benchmark.md``. Each run's config is composed from
-the root config with Hydra's compose API and the run's overrides, exactly as
-``mmint fit <overrides>`` would compose it.
+plain dict with the same keys; see ``docs/benchmark.md``. A run is its overrides: the entry
+point (:func:`mmint.cli.compose_run`) composes each into the config ``mmint fit <overrides>``
+would get; nothing here composes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmint.config import config_dir, plain
 from mmint.errors import InputError
 
 #: override keys the grid sets itself; dropped (with a note) from the command line's overrides
@@ -62,8 +63,6 @@ class Suite:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Suite:
         """Build from the composed ``suite`` node (DictConfig or dict)."""
-        from mmint.fit import plain
-
         if not cfg:
             raise InputError(
                 "no suite given",
@@ -156,28 +155,6 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
     return runs
 
 
-def compose_run(overrides: list[str]) -> dict[str, Any]:
-    """The run's config as a resolved plain dict (root config + ``overrides``), as ``mmint fit``.
-
-    Works inside ``hydra.main`` (``mmint benchmark``) and outside it (library, tests).
-    """
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mmint.fit import plain
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra import compose
-
-        cfg = compose("config", overrides=overrides)
-    else:
-        from mmint.cli import compose as cli_compose
-
-        cfg = cli_compose("fit", overrides)
-    out = plain(cfg)
-    out.pop("hydra", None)
-    return out
-
-
 def override_key(item: str) -> str:
     """The key of a Hydra override (``+a.b=1`` -> ``a.b``)."""
     return item.partition("=")[0].lstrip("+~")
@@ -245,8 +222,6 @@ def format_value(value: Any) -> str:
 
 def suite_names() -> list[str]:
     """Names of the suites in ``configs/suite``."""
-    from mmint.data.registry import config_dir
-
     return sorted(p.stem for p in (config_dir() / "suite").glob("*.yaml"))
 
 

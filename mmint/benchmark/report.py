@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -124,7 +125,8 @@ def ranks(agg: pd.DataFrame, metrics: Sequence[str] = RANKED) -> pd.Series:
 def t_interval(
     values: Sequence[float], level: float = 0.95
 ) -> tuple[float, float, float, float, int]:
-    """``(mean, sd, low, high, n)`` of ``values`` with a Student-t interval (NaN for n < 2)."""
+    """``(mean, sd, low, high, n)`` of ``values`` with the one-sample Student-t interval of
+    :func:`scipy.stats.ttest_1samp` (NaN for n < 2); missing values are left out."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
@@ -134,9 +136,10 @@ def t_interval(
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, math.nan, math.nan, n
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half, n
+    with warnings.catch_warnings():  # identical values: a zero-width interval, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+    return mean, float(x.std(ddof=1)), float(ci.low), float(ci.high), n
 
 
 def paired_differences(
@@ -206,10 +209,10 @@ def fmt_signed(value: float, digits: int = 3) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    """A GitHub markdown table of preformatted cells (pandas' ``to_markdown``, cells kept as
+    written: no re-parsing of numbers)."""
+    table = pd.DataFrame([[str(c) for c in r] for r in rows], columns=list(header))
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def _digits(metric: str) -> int:

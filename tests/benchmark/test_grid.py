@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from mmint.benchmark.grid import (
     Suite,
-    compose_run,
     dedupe,
     expand,
     format_value,
@@ -18,6 +17,7 @@ from mmint.benchmark.grid import (
     suite_names,
     to_overrides,
 )
+from mmint.cli import compose_run
 from mmint.data.registry import config_dir
 from mmint.errors import InputError
 
