@@ -7,6 +7,7 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -198,6 +199,8 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
     write_json(run_dir / "split.json", dm.split_names())
     L.seed_everything(seed, workers=True, verbose=False)
+    if max_epochs is not None and "max_epochs" in inspect.signature(model_class(name)).parameters:
+        hparams["max_epochs"] = int(max_epochs)  # models that train inside another tool
     model = build_model(name, dm.spec, **hparams)
     logger_cfg = cfg.get("logger", {}) or {}
     loggers = make_loggers(
@@ -223,6 +226,8 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             model.save(run_dir / "checkpoints" / "last.ckpt", dm)
             best = model
             cost = {"epochs": None, "seconds_per_epoch": None, "cells_per_second": None}
+            # models that train in epochs inside an external tool (scvi-tools) report them
+            cost.update(getattr(model, "fit_cost", None) or {})
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
         scores = evaluate(
@@ -252,6 +257,8 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb(),
             **cost,
         }
+        if getattr(best, "model_info", None):
+            metrics["model_info"] = best.model_info
         _write_outputs(best, dm, run_dir)
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
@@ -273,6 +280,8 @@ def _write_outputs(model: Integrator, dm: PairedDataModule, run_dir: Path) -> No
     pred_dir = run_dir / "predictions"
     pred_dir.mkdir(exist_ok=True)
     test = dm.cells("test")
+    if not getattr(model, "translates", True):
+        return
     for src in dm.modalities:
         for dst in dm.modalities:
             if src != dst:
