@@ -23,9 +23,11 @@ from mmint.models.wholeset import WholeSetIntegrator
 
 
 class _ScviTiming(Timing):
-    """mmint's epoch timer, counting cells from scvi-tools' batches (keyed ``X``)."""
+    """mmint's epoch timer, counting cells from scvi-tools' batches (keyed ``X``; scANVI's
+    semi-supervised loader yields ``(all cells, labelled cells)``: the first is counted)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        batch = batch[0] if isinstance(batch, list | tuple) else batch
         self.cells += int(batch["X"].shape[0])
 
 
@@ -78,7 +80,7 @@ class ScviIntegrator(SavedByAttributes, WholeSetIntegrator):
             "devices": 1,
             "callbacks": [timing],
             "enable_progress_bar": bool(self.hparams.get("progress_bar", False)) and progress,
-            "logger": False,
+            # scvi-tools' default logger keeps the loss history in memory (nothing on disk)
             "enable_model_summary": False,
             "enable_checkpointing": False,
         }

@@ -60,9 +60,10 @@ def batch_column(dm: Any):
     return pd.Categorical(np.asarray(dm.batch_names)[dm.batch_codes])
 
 
-def build_mudata(dm: Any) -> tuple[Any, dict[str, str]]:
+def build_mudata(dm: Any, dense_protein: bool = False) -> tuple[Any, dict[str, str]]:
     """MuData of the same cells and features mmint's models see (raw RNA counts, binarised
-    ATAC, raw ADT counts; the batch in the RNA modality's ``obs``) and the roles."""
+    ATAC, raw ADT counts; the batch in the RNA modality's ``obs``) and the roles
+    (``dense_protein``: the ADT counts as a dense array, which totalVI's prior fit needs)."""
     import anndata as ad
     import mudata as md
     import pandas as pd
@@ -73,9 +74,9 @@ def build_mudata(dm: Any) -> tuple[Any, dict[str, str]]:
     mods = {}
     for role, m in roles.items():
         feats = np.asarray(dm.data.modalities[m].var_names)[dm.transforms[m].features].astype(str)
-        a = ad.AnnData(
-            raw_matrix(dm, m), obs=pd.DataFrame(index=names), var=pd.DataFrame(index=feats)
-        )
+        x = raw_matrix(dm, m)
+        x = x.toarray() if dense_protein and role == PROTEIN else x
+        a = ad.AnnData(x, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=feats))
         if role == RNA:
             a.obs["batch"] = batch_column(dm)
         mods[m] = a

@@ -101,6 +101,9 @@ def predictions(
                     if role != src_role:
                         t[key_of[role]] = torch.zeros_like(t[key_of[role]])
                 for role, y in generate(module, t).items():
-                    dst = roles.get(role) or roles[role.removesuffix("_noregion")] + "_noregion"
+                    base = role.removesuffix("_noregion")
+                    if base not in roles:  # an output of a modality the data does not have
+                        continue
+                    dst = roles[base] + role[len(base) :]
                     out.setdefault((src, dst), []).append(y.cpu().numpy().copy())
     return {k: np.concatenate(v) for k, v in out.items()}

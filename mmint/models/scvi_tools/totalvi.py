@@ -72,7 +72,7 @@ class ScviTotalVI(ScviIntegrator):
         """MuData of mmint's cells set up for totalVI; the untrained model."""
         from scvi.model import TOTALVI
 
-        mdata, self.roles = build_mudata(dm)
+        mdata, self.roles = build_mudata(dm, dense_protein=True)
         if PROTEIN not in self.roles or ATAC in self.roles:
             raise InputError(
                 f"totalVI takes RNA and ADT counts; this dataset has {sorted(self.roles.values())}",
