@@ -143,7 +143,8 @@ class MOFA(SavedByAttributes, Integrator):
         self.model_info = {
             "implementation": "mofapy2 (MOFA+), one group, Gaussian views, factors of any "
             "cell = posterior mean given the training fit",
-            "iterations": int(np.count_nonzero(~np.isnan(np.asarray(stats["elbo"], float)))),
+            # mofapy2 evaluates the ELBO every few iterations: the last evaluation is where it stopped
+            "iterations": int(np.flatnonzero(~np.isnan(np.asarray(stats["elbo"], float)))[-1] + 1),
             "active_factors": int(active.sum()),
             "n_train_complete": int(len(train)),
             "versions": package_versions("mofapy2"),
