@@ -193,6 +193,11 @@ def run_fit(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     seed = int(cfg.get("seed", 0))
     if cfg.get("trainer", {}).get("num_threads"):
         torch.set_num_threads(int(cfg["trainer"]["num_threads"]))
+        # numpy / scipy BLAS as well (MOFA+, kernel ridge, PCA): oversubscribed BLAS threads
+        # were 4x slower on the shared 2-core machine
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(cfg["trainer"]["num_threads"]))
     L.seed_everything(seed, workers=True, verbose=False)
     name, max_epochs, batch_size, hparams = _split_model_config(cfg["model"])
     dm = build_datamodule(cfg, batch_size)
