@@ -20,19 +20,15 @@ import io
 from typing import Any, Self
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.spec import DataSpec
+from mmint.models.arrays import dense64
 from mmint.models.base import Batch, Integrator
 from mmint.models.optional import package_versions, require
 from mmint.models.persist import SavedByAttributes
-
-
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
 class MOFA(SavedByAttributes, Integrator):
@@ -102,7 +98,7 @@ class MOFA(SavedByAttributes, Integrator):
             train = train[dm.masks[m][train] > 0]
         views = []
         for m in self.modalities:
-            x = _dense(dm.inputs[m][train])
+            x = dense64(dm.inputs[m][train])
             self.mean[m] = x.mean(axis=0)
             xc = x - self.mean[m]
             self.scale[m] = float(xc.std()) if self.hparams["scale_views"] else 1.0

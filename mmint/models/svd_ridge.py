@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.decomposition import TruncatedSVD
 from torch import Tensor
@@ -22,6 +21,7 @@ from torch import Tensor
 from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.metrics.prediction import r2
+from mmint.models.arrays import dense64
 from mmint.models.base import Batch, Integrator
 from mmint.models.persist import SavedByAttributes
 
@@ -32,10 +32,6 @@ def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
     """``exp(-gamma |a_i - b_j|^2)`` (float64)."""
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return np.exp(-gamma * np.maximum(sq, 0.0))
-
-
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
 class SVDRidge(SavedByAttributes, Integrator):
@@ -150,7 +146,7 @@ class SVDRidge(SavedByAttributes, Integrator):
         centers, lam, vec = eig
         gamma = self.hparams["gamma"] or 1.0 / centers.shape[1]
         y = dm.inputs[dst][both]
-        y = self.svds[dst].transform(y) if self._svd_target(dst) else _dense(y)
+        y = self.svds[dst].transform(y) if self._svd_target(dst) else dense64(y)
         y_mean = y.mean(axis=0)
         projected = vec.T @ (y - y_mean)
         reg: dict[str, Any] = {
@@ -169,7 +165,7 @@ class SVDRidge(SavedByAttributes, Integrator):
         if len(alphas) == 1 or len(v) < 2:
             reg["alpha"] = alphas[len(alphas) // 2]
         else:
-            truth = _dense(dm.inputs[dst][v])
+            truth = dense64(dm.inputs[dst][v])
             k_val = rbf_kernel(self.components(src, dm.inputs[src][v]), centers, gamma)
             scores = []
             for a in alphas:

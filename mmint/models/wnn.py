@@ -25,6 +25,7 @@ from mmint.data.modality import FittedTransform, fit_transform
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.metrics.clustering import DEFAULT_RESOLUTIONS, ari, leiden_labels
+from mmint.models.arrays import dense64
 from mmint.models.optional import package_versions, require
 from mmint.models.persist import SavedByAttributes
 from mmint.models.wholeset import Embedding, WholeSetIntegrator
@@ -69,7 +70,7 @@ class Reducer:
             red = cls(svd=svd, tfidf=tfidf, drop=1)
             red.comp_std = np.maximum(red._components(x).std(axis=0), 1e-12)
             return red
-        dense = _dense(x)
+        dense = dense64(x)
         mean, std = dense.mean(axis=0), dense.std(axis=0)
         std = np.where(std > 1e-8, std, 1.0)
         red = cls(svd=None, mean=mean, std=std)
@@ -84,16 +85,12 @@ class Reducer:
         if self.tfidf is not None:
             z = self.svd.transform(self.tfidf.apply(x))[:, self.drop :]
             return z if self.comp_std is None else z / self.comp_std
-        return self.svd.transform(self._scaled(_dense(x)))
+        return self.svd.transform(self._scaled(dense64(x)))
 
     def transform(self, x: Any) -> np.ndarray:
         """Reduced, L2-normalised coordinates of the cells of ``x``."""
         z = self._components(x)
         return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-
-
-def _dense(x: Any) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
 
 
 class WNN(SavedByAttributes, WholeSetIntegrator):
