@@ -136,3 +136,13 @@ def test_missing_extra_is_one_line(monkeypatch):
     with pytest.raises(InputError) as err:
         build_model("scvi_multivi", dm.spec).fit_data(dm)
     assert "pip install 'mmint[scvi]'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_drop_last_only_for_a_one_cell_last_batch():
+    from mmint.models.scvi_tools.base import ScviIntegrator
+
+    split = [np.arange(129), np.arange(129, 300), np.array([], dtype=np.int64)]
+    assert ScviIntegrator.splitter_kwargs(split, 128)["drop_last"] is True
+    assert "drop_last" not in ScviIntegrator.splitter_kwargs(split, 256)
+    labelled = np.arange(129)  # 129 labelled training cells: the labelled loader's last batch
+    assert ScviIntegrator.splitter_kwargs([np.arange(200), *split[1:]], 128, labelled)["drop_last"]

@@ -96,6 +96,21 @@ class ScviIntegrator(SavedByAttributes, WholeSetIntegrator):
         test = np.setdiff1d(test, train)
         return [np.asarray(s, dtype=np.int64) for s in (train, val, test)]
 
+    @staticmethod
+    def splitter_kwargs(
+        split: list[np.ndarray], batch_size: int, labelled: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """scvi-tools' data-splitter options: ``external_indexing``, plus ``drop_last`` only
+        when the training cells (or the labelled ones among them) would leave a last batch of
+        one cell, which BatchNorm layers cannot train on (scvi-tools only warns)."""
+        sizes = [len(split[0])]
+        if labelled is not None:
+            sizes.append(len(np.intersect1d(split[0], labelled)))
+        out: dict[str, Any] = {"external_indexing": split}
+        if any(n % batch_size == 1 for n in sizes):
+            out["drop_last"] = True
+        return out
+
     def fit_data(self, dm: Any) -> Self:
         """Build and train on the training cells of ``dm``."""
         scvi = self.scvi()

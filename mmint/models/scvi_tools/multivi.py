@@ -89,7 +89,9 @@ class ScviMultiVI(ScviIntegrator):
         model.train(
             max_epochs=int(self.hparams["max_epochs"]),
             early_stopping=bool(self.hparams["early_stopping"]),
-            datasplitter_kwargs={"external_indexing": self.split_indices(dm)},
+            datasplitter_kwargs=self.splitter_kwargs(
+                self.split_indices(dm), int(self.hparams["train_kwargs"].get("batch_size", 128))
+            ),
             **self.hparams["train_kwargs"],
             **trainer_kwargs,
         )

@@ -132,7 +132,9 @@ class ScviScanVI(ScviIntegrator):
         from scvi.model import SCANVI
 
         target = dm.split["test"] if dm.split_config.get("kind") == "holdout_batch" else None
-        split = {"external_indexing": self.split_indices(dm, train_extra=target)}
+        train = dm.split["train"]
+        labelled = train[dm.batch_labels[train] >= 0]
+        split = self.splitter_kwargs(self.split_indices(dm, train_extra=target), 128, labelled)
         model.train(
             max_epochs=self.hparams["max_epochs"], datasplitter_kwargs=split, **trainer_kwargs
         )

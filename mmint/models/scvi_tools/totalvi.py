@@ -92,10 +92,14 @@ class ScviTotalVI(ScviIntegrator):
 
     def train_scvi(self, model: Any, dm: Any, trainer_kwargs: dict[str, Any]) -> Any:
         """``TOTALVI.train`` on mmint's training cells (validation: mmint's val cells)."""
+        options = self.splitter_kwargs(
+            self.split_indices(dm), int(self.hparams["train_kwargs"].get("batch_size", 256))
+        )
         model.train(
             max_epochs=int(self.hparams["max_epochs"]),
             early_stopping=bool(self.hparams["early_stopping"]),
-            external_indexing=self.split_indices(dm),
+            external_indexing=options.pop("external_indexing"),
+            datasplitter_kwargs=options,
             **self.hparams["train_kwargs"],
             **trainer_kwargs,
         )
