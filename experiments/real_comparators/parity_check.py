@@ -65,11 +65,14 @@ def main(results_csv: str) -> None:
         a = parity[parity["dataset"] == data].set_index("seed")
         b = suite[suite["data"] == data].set_index("seed")
         seeds = sorted(set(a.index) & set(b.index))
+        if not seeds:
+            lines += [f"## {data}", "", "No seed finished in both.", ""]
+            continue
         rows = []
         for label, (pa, sb) in scores(data).items():
             x = pd.to_numeric(a.loc[seeds, pa]).to_numpy()
             y = pd.to_numeric(b.loc[seeds, sb]).to_numpy()
-            diff = float(np.max(np.abs(x - y))) if seeds else float("nan")
+            diff = float(np.max(np.abs(x - y)))
             worst = max(worst, diff)
             rows.append([label, f"{x.mean():.4f}", f"{y.mean():.4f}", f"{diff:.4f}"])
         lines += [
