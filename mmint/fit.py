@@ -7,6 +7,7 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import time
@@ -295,10 +296,17 @@ def _setup(cfg: dict) -> tuple[str, int | None, dict, PairedDataModule, Integrat
     seed = int(cfg.get("seed", 0))
     if cfg.get("trainer", {}).get("num_threads"):
         torch.set_num_threads(int(cfg["trainer"]["num_threads"]))
+        # numpy / scipy BLAS as well (MOFA+, kernel ridge, PCA): oversubscribed BLAS threads
+        # were 4x slower on the shared 2-core machine
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(cfg["trainer"]["num_threads"]))
     L.seed_everything(seed, workers=True, verbose=False)
     name, max_epochs, batch_size, hparams = _split_model_config(cfg["model"])
     dm = build_datamodule(cfg, batch_size)
     L.seed_everything(seed, workers=True, verbose=False)
+    if max_epochs is not None and "max_epochs" in inspect.signature(model_class(name)).parameters:
+        hparams["max_epochs"] = int(max_epochs)  # models that train inside another tool
     model = build_model(name, dm.spec, **hparams)
     return name, max_epochs, hparams, dm, model
 
@@ -441,6 +449,8 @@ def _fit(
                 "cells_per_second": None,
                 "world_size": 1,
             }
+            # models that train in epochs inside an external tool (scvi-tools) report them
+            cost.update(getattr(model, "fit_cost", None) or {})
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
         scores = evaluate(
@@ -470,6 +480,8 @@ def _fit(
             "peak_rss_mb": peak_rss_mb(),
             **cost,
         }
+        if getattr(best, "model_info", None):
+            metrics["model_info"] = best.model_info
         metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
         metrics["status"], metrics["error"] = "ok", None
         write_outputs(best, dm, run_dir, dm.cells("test"))

@@ -77,9 +77,13 @@ def predict(
     both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
     device = getattr(model, "device", torch.device("cpu"))
     chunks = []
-    for batch in dm.iter_batches(both):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
+    if hasattr(model, "predict_cells"):  # a whole-set model (contracts: embed_cells)
+        if len(both):
+            chunks = [np.asarray(model.predict_cells(dm, src, dst, both), dtype=np.float32)]
+    else:
+        for batch in dm.iter_batches(both):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
     x = np.concatenate(chunks) if chunks else np.zeros((0, dm.inputs[dst].shape[1]), np.float32)
     feats = dm.data.modalities[dst].var_names[dm.transforms[dst].features].astype(str)
     obs = pd.DataFrame(index=dm.data.names[both].astype(str))
@@ -102,6 +106,8 @@ def write_outputs(
     tmp = folder / ".outputs.h5mu.tmp"
     to_mudata(model, dm).write(tmp)
     tmp.replace(written[0])
+    if not getattr(model, "translates", True):  # e.g. totalVI / scANVI adapters: no translations
+        return written
     for src in dm.modalities:
         for dst in dm.modalities:
             if src != dst:

@@ -58,7 +58,7 @@ def _run_benchmark(
         reference=suite.reference or "default",
         floor=suite.floor,
         single_task_variants=suite.single_task_variants,
-        notes=done.notes,
+        notes=[*done.notes, *suite.skip_notes()],
         description=suite.description,
     )
     text = build_report(table, opts)

@@ -42,6 +42,8 @@ class Suite:
     umap: bool = True
     single_task_variants: list[str] = field(default_factory=list)
     description: str = ""
+    #: model -> {dataset: why} pairs the grid leaves out (a model that cannot take the data)
+    skip: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -90,7 +92,20 @@ class Suite:
             umap=bool(c.get("umap", True)),
             single_task_variants=[str(v) for v in _as_list(c.get("single_task_variants") or [])],
             description=str(c.get("description") or ""),
+            skip={
+                str(m): {str(d): str(why) for d, why in (pairs or {}).items()}
+                for m, pairs in (c.get("skip") or {}).items()
+            },
         )
+
+    def skip_notes(self) -> list[str]:
+        """One report note per pair the grid leaves out (``suite.skip``)."""
+        return [
+            f"not run: `{m}` on `{d}` ({why})"
+            for m, pairs in self.skip.items()
+            for d, why in pairs.items()
+            if d in self.datasets and m in self.all_models
+        ]
 
     @property
     def all_models(self) -> list[str]:
@@ -134,6 +149,8 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
     runs = []
     for data in suite.datasets:
         for model in suite.all_models:
+            if data in suite.skip.get(model, {}):
+                continue
             variants = {"default": []} if model in suite.floor else suite.variants
             for variant, var_overrides in variants.items():
                 for seed in suite.seeds:

@@ -130,3 +130,24 @@ def test_report_text(results):
     assert cells(verdict)[-1] == "yes: better on both"
     assert "+0.150 [" in verdict
     assert summary_table(results.iloc[:0]) == "(no finished runs)"
+
+
+def test_metrics_that_do_not_apply_read_na(results):
+    """A model whose metrics.json marks foscttm not applicable shows n/a (not a blank '-'),
+    and the report says why."""
+    rows = [
+        {
+            **_row("wnn", "default", s, 0.5, 0.1, 0.1),
+            "foscttm": None,
+            "not_applicable.foscttm": "spaces are not aligned",
+        }
+        for s in range(2)
+    ]
+    table = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+    agg = aggregate(table)
+    wnn = agg[agg["model"] == "wnn"].iloc[0]
+    assert bool(wnn["foscttm_na"]) and not bool(agg[agg["model"] == "pca"].iloc[0]["foscttm_na"])
+    text = build_report(table, ReportOptions(name="t", reference="ref"))
+    wnn_line = next(line for line in summary_table(table).splitlines() if "| wnn |" in line)
+    assert "n/a" in wnn_line
+    assert "`n/a` for `wnn`: foscttm: spaces are not aligned." in text
