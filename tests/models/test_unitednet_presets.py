@@ -69,8 +69,9 @@ def _patchseq() -> dict:
         "encoders": {
             m: blocks(n, enc[m], 68, dropout_first=drop[m], out_ln=True) for m, n in dims.items()
         },
-        # decoders mirror the encoders, linear output, no dropout and no norm
-        "decoders": {m: blocks(68, enc[m][::-1], n) for m, n in dims.items()},
+        # decoders: [128, 256, 512, 1024] for every modality (morph's too: not its encoder's
+        # mirror), linear output, no dropout and no norm
+        "decoders": {m: blocks(68, [128, 256, 512, 1024], n) for m, n in dims.items()},
         # discriminators: the encoders' shape and dropout, 68 outputs, LayerNorm + sigmoid
         "discriminators": {
             m: blocks(n, enc[m], 68, dropout_first=drop[m], out_ln=True, out_act="sigmoid")
