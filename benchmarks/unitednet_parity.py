@@ -87,12 +87,22 @@ SWITCHES_BEFORE = {
     "head_reinit": "kaiming_normal",
     "constant_discriminator": False,
 }
-#: the presets' networks before this study (decoder dropout, no discriminator dropout;
-#: BatchNorm in the multiome decoders)
+#: the Patch-seq preset's former morph decoder: the morph encoder's widths mirrored (the
+#: original's is [128, 256, 512, 1024] like the other decoders); the cause study ran with it
+MIRRORED_MORPH = {
+    "decoder_hidden": {
+        "rna": [128, 256, 512, 1024],
+        "ephys": [128, 256, 512, 1024],
+        "morph": [64, 128, 256, 512],
+    }
+}
+#: the presets' networks before this study (decoder dropout, no discriminator dropout, the
+#: mirrored morph decoder; BatchNorm in the multiome decoders)
 ARCH_BEFORE = {
     "patchseq_gouwen2020": {
         "decoder_dropout": {"rna": 0.5, "ephys": 0.0, "morph": 0.1},
         "discriminator_dropout": 0.0,
+        **MIRRORED_MORPH,
     },
     "bmmc_multiome_neurips2021_starter": {"decoder_batch_norm": True},
 }
@@ -104,7 +114,8 @@ def variant_overrides(name: str, dataset: str) -> dict[str, Any]:
     Bases: ``default`` (mmint as configured), ``original`` (``compat: original``), ``before``
     (mmint before the parity study: its switches and presets then). ``+<switch>`` sets a
     switch to the original's value, ``-<switch>`` to mmint's former value; ``+arch`` gives
-    ``before`` the fixed preset networks, ``+archbefore`` gives any base the former ones;
+    ``before`` the fixed preset networks, ``+archbefore`` gives any base the former ones,
+    ``+mirrormorph`` only the former Patch-seq morph decoder;
     ``@train_folds``: one scaler fitted on the training folds, as mmint's data module (a
     protocol change, not a model one).
     """
@@ -126,6 +137,8 @@ def variant_overrides(name: str, dataset: str) -> dict[str, Any]:
             continue
         if mod == "+archbefore":
             out.update(ARCH_BEFORE.get(dataset, {}))
+        elif mod == "+mirrormorph" and dataset == "patchseq_gouwen2020":
+            out.update(MIRRORED_MORPH)
         elif key in SWITCHES_ORIGINAL:
             out[key] = (SWITCHES_ORIGINAL if mod[0] == "+" else SWITCHES_BEFORE)[key]
         else:
