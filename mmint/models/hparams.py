@@ -24,6 +24,13 @@ def constructor_args(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     return {n: values[n] for n in names if n in values}
 
 
+def record_hparams(model: Any, values: Mapping[str, Any]) -> None:
+    """The same for a model fitted outside Lightning (the floors and comparators):
+    ``model.hparams`` = its constructor arguments in ``values``, plain (the spec is saved
+    beside them by :class:`mmint.models.persist.SavedByAttributes`)."""
+    model.hparams = plain(constructor_args(type(model), values))
+
+
 def save_hparams(model: L.LightningModule, values: Mapping[str, Any]) -> None:
     """``model.save_hyperparameters`` of ``{"spec": model.spec as a dict, **values}`` with
     every value made plain (Hydra containers and tuples as lists, numpy scalars as Python)."""

@@ -115,3 +115,18 @@ def test_scripts_do_not_patch_model_or_data_module_internals():
         if pattern.search(line.split("#")[0])
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["pca", "knn_transfer", "wnn", "mofa", "svd_ridge", "scvi_multivi", "scvi_totalvi"],
+)
+def test_models_fitted_outside_lightning_record_their_constructor_args(name):
+    from mmint.models import model_class
+
+    cls = model_class(name)
+    model = cls(make_spec(), seed=3)
+    assert list(model.hparams) == list(constructor_args(cls, {k: 0 for k in model.hparams}))
+    assert model.hparams["seed"] == 3
+    # the saved form rebuilds the same model
+    assert cls(model.spec, **model.hparams).hparams == model.hparams
