@@ -18,7 +18,10 @@ def dense(x: Tensor) -> Tensor:
 
 
 def step_inputs(
-    batch: Batch, modalities: Sequence[str], keep_sparse: bool = False
+    batch: Batch,
+    modalities: Sequence[str],
+    keep_sparse: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Float model inputs and masks of every modality of ``batch``.
 
@@ -30,18 +33,20 @@ def step_inputs(
         The model's modalities, in its order.
     keep_sparse
         Leave sparse inputs sparse (for a first layer that reads them so).
+    dtype
+        The inputs' dtype (the model's).
 
     Returns
     -------
     x
-        ``{modality: (n, p) float}``.
+        ``{modality: (n, p)}`` in ``dtype``.
     masks
         ``{modality: (n,) 0/1}`` in ``x``'s dtype; all ones where the batch has no mask.
     """
     x, masks = {}, {}
     for m in modalities:
         t = batch[m]
-        x[m] = (t if keep_sparse and t.layout != torch.strided else dense(t)).float()
+        x[m] = (t if keep_sparse and t.layout != torch.strided else dense(t)).to(dtype)
         mk = batch.get(keys.mask_key(m))
         if mk is None:
             mk = torch.ones(x[m].shape[0], device=x[m].device)

@@ -53,6 +53,8 @@ def test_step_inputs_densify_and_fill_missing_masks():
     assert masks["b"].dtype == torch.float32
     kept, _ = step_inputs(batch, ["a"], keep_sparse=True)
     assert kept["a"].layout == torch.sparse_csr
+    wide, wide_masks = step_inputs(batch, ["b"], dtype=torch.float64)
+    assert wide["b"].dtype == torch.float64 == wide_masks["b"].dtype
     assert batch_size(batch, ["a"]) == 3 and batch_size({"a": x}, ["a"]) == 3
 
 
