@@ -237,8 +237,7 @@ def run_mmint(proto: Protocol, variant: str, work: Path) -> tuple[Result, dict[s
         if model is None:
             model = build_model("unitednet", dm.spec, **{**hp, **settings})
         else:
-            model.configure_stage(task=settings["task"], stage=settings["stage"])
-            model.hparams["adversarial"] = settings["adversarial"]
+            model.configure_stage(**settings)
             if st.init_heads:
                 model.reinit_group_heads()
         t0, c0 = time.perf_counter(), time.process_time()

@@ -430,5 +430,6 @@ def test_unknown_command(capsys):
     assert code == 2
     assert (
         err.strip()
-        == "error: unknown command 'check' (mmint check) - use one of: validate, fit, benchmark, explain"
+        == "error: unknown command 'check' (mmint check) - use one of: validate, fit, benchmark, "
+        "explain, predict"
     )

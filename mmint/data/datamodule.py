@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mmint import keys
 from mmint.data.modality import FittedTransform, check_transform, fit_transform
 from mmint.data.paired import PairedData
-from mmint.data.spec import DataSpec
+from mmint.data.spec import DataSpec, train_count_means
 from mmint.data.splits import make_split
 from mmint.errors import InputError
 
@@ -273,6 +273,8 @@ class PairedDataModule(L.LightningDataModule):
             ],
             input_variance=variance,
             n_train=len(train),
+            n_cells=int(self.data.n_cells),
+            count_means=train_count_means(self.counts, self.masks, train),
             feature_names={
                 m: [str(v) for v in mod.var_names[self.transforms[m].features]]
                 for m, mod in self.data.modalities.items()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 KINDS = ("counts", "binary", "continuous")
 
@@ -40,6 +43,11 @@ class DataSpec:
         Number of training cells.
     feature_names
         ``{modality: feature names}`` of the model input.
+    n_cells
+        Number of cells of the dataset (``batch["index"]`` is below it; 0: unknown).
+    count_means
+        ``{counts modality: mean raw count per feature over the training cells that have
+        it}`` (left out of :meth:`to_dict` by default, as the feature names).
     """
 
     modalities: list[str]
@@ -53,6 +61,8 @@ class DataSpec:
     input_variance: dict[str, float] = field(default_factory=dict)
     n_train: int = 0
     feature_names: dict[str, list[str]] = field(default_factory=dict)
+    n_cells: int = 0
+    count_means: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def n_labels(self) -> int:
@@ -77,13 +87,38 @@ class DataSpec:
         return [c > 0 for c in counts]
 
     def to_dict(self, with_feature_names: bool = False) -> dict[str, Any]:
-        """Plain-dict form (feature names left out by default to keep checkpoints small)."""
+        """Plain-dict form (feature names and count means left out by default to keep
+        checkpoints small)."""
         out = asdict(self)
         if not with_feature_names:
             out["feature_names"] = {}
+            out["count_means"] = {}
         return out
 
     @classmethod
     def from_any(cls, spec: DataSpec | dict[str, Any]) -> DataSpec:
         """Accept a :class:`DataSpec` or its dict form (as stored in hyper-parameters)."""
         return spec if isinstance(spec, DataSpec) else cls(**dict(spec))
+
+
+def train_count_means(
+    counts: Mapping[str, Any], masks: Mapping[str, np.ndarray], train: np.ndarray
+) -> dict[str, list[float]]:
+    """``{modality: mean raw count per feature}`` over the training cells that have the
+    modality (float32, as the counts; modalities without such cells are left out).
+
+    Parameters
+    ----------
+    counts
+        Raw counts per modality, dense or sparse ``(n_cells, p)``.
+    masks
+        0/1 mask per modality ``(n_cells,)``.
+    train
+        Indices of the training cells.
+    """
+    out = {}
+    for m, x in counts.items():
+        rows = train[masks[m][train] > 0]
+        if len(rows):
+            out[m] = np.asarray(x[rows].mean(axis=0), dtype=np.float32).ravel().tolist()
+    return out

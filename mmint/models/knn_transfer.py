@@ -17,6 +17,7 @@ from torch import Tensor
 
 from mmint.data.spec import DataSpec
 from mmint.models.base import Batch
+from mmint.models.hparams import record_hparams
 from mmint.models.pca import PCABaseline
 
 UNALIGNED = "per-modality PCA spaces are fitted separately and are not aligned"
@@ -57,7 +58,7 @@ class KNNTransfer(PCABaseline):
     ) -> None:
         super().__init__(spec, n_components=n_components, ridge_alpha=ridge_alpha, seed=seed)
         ks = [int(n_neighbors)] if isinstance(n_neighbors, int) else [int(k) for k in n_neighbors]
-        self.hparams["n_neighbors"] = ks
+        record_hparams(self, {**locals(), "n_neighbors": ks})
         self.reference: tuple[np.ndarray, np.ndarray] | None = None
         self.k = ks[0]
         self.model_info: dict[str, Any] = {}

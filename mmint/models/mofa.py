@@ -27,6 +27,7 @@ from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.models.arrays import dense64
 from mmint.models.base import Batch, Integrator
+from mmint.models.hparams import record_hparams
 from mmint.models.optional import package_versions, require
 from mmint.models.persist import SavedByAttributes
 
@@ -69,15 +70,7 @@ class MOFA(SavedByAttributes, Integrator):
         seed: int = 0,
     ) -> None:
         self.spec = DataSpec.from_any(spec)
-        self.hparams = {
-            "n_factors": n_factors,
-            "max_iter": max_iter,
-            "convergence_mode": convergence_mode,
-            "scale_views": scale_views,
-            "spikeslab_weights": spikeslab_weights,
-            "ard_weights": ard_weights,
-            "seed": seed,
-        }
+        record_hparams(self, locals())
         self.mean: dict[str, np.ndarray] = {}
         self.scale: dict[str, float] = {}
         self.loadings: dict[str, np.ndarray] = {}

@@ -18,6 +18,7 @@ from torch import Tensor
 from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.models.base import Batch, Integrator
+from mmint.models.hparams import record_hparams
 from mmint.models.persist import SavedByAttributes
 
 
@@ -45,7 +46,7 @@ class PCABaseline(SavedByAttributes, Integrator):
         self, spec: DataSpec | dict, n_components: int = 30, ridge_alpha: float = 1.0, seed: int = 0
     ) -> None:
         self.spec = DataSpec.from_any(spec)
-        self.hparams = {"n_components": n_components, "ridge_alpha": ridge_alpha, "seed": seed}
+        record_hparams(self, locals())
         self.pcas: dict[str, PCA] = {}
         self.scale: dict[str, float] = {}
         self.ridge: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}

@@ -23,6 +23,7 @@ from mmint.data.spec import DataSpec
 from mmint.metrics.prediction import r2
 from mmint.models.arrays import dense64
 from mmint.models.base import Batch, Integrator
+from mmint.models.hparams import record_hparams
 from mmint.models.persist import SavedByAttributes
 
 UNALIGNED = "per-modality SVD spaces are fitted separately and are not aligned"
@@ -80,14 +81,7 @@ class SVDRidge(SavedByAttributes, Integrator):
     ) -> None:
         self.spec = DataSpec.from_any(spec)
         alphas = [float(alphas)] if isinstance(alphas, int | float) else [float(a) for a in alphas]
-        self.hparams = {
-            "n_components": n_components,
-            "alphas": alphas,
-            "gamma": gamma,
-            "max_train_cells": max_train_cells,
-            "max_direct_features": max_direct_features,
-            "seed": seed,
-        }
+        record_hparams(self, locals())
         self.svds: dict[str, TruncatedSVD] = {}
         self.z_mean: dict[str, np.ndarray] = {}
         self.z_std: dict[str, np.ndarray] = {}

@@ -26,6 +26,7 @@ from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.metrics.clustering import DEFAULT_RESOLUTIONS, ari, leiden_labels
 from mmint.models.arrays import dense64
+from mmint.models.hparams import record_hparams
 from mmint.models.optional import package_versions, require
 from mmint.models.persist import SavedByAttributes
 from mmint.models.wholeset import Embedding, WholeSetIntegrator
@@ -144,16 +145,8 @@ class WNN(SavedByAttributes, WholeSetIntegrator):
                 "use mmint (exact neighbours) or muon (muon.pp.neighbors)",
             )
         self.spec = DataSpec.from_any(spec)
-        self.hparams = {
-            "n_components": n_components,
-            "n_neighbors": n_neighbors,
-            "n_bandwidth_neighbors": n_bandwidth_neighbors,
-            "n_multineighbors": n_multineighbors,
-            "n_latent": n_latent,
-            "resolutions": list(resolutions or DEFAULT_RESOLUTIONS),
-            "implementation": implementation,
-            "seed": seed,
-        }
+        resolutions = list(resolutions or DEFAULT_RESOLUTIONS)
+        record_hparams(self, locals())
         self.reducers: dict[str, Reducer] = {}
         self.resolution = 1.0
         self.model_info: dict[str, Any] = {}

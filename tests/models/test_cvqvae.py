@@ -64,15 +64,22 @@ def trainer(**kw) -> L.Trainer:
     )
 
 
+def _group(out, group: str) -> dict:
+    """``{name without the group prefix: term}`` of one group of a CVQVAE loss."""
+    prefix = f"{group}_"
+    return {k[len(prefix) :]: v for k, v in out.terms.items() if k.startswith(prefix)}
+
+
 # ---------------------------------------------------------------------- losses and gradients
 def test_every_encoder_and_decoder_gets_gradient_with_three_modalities():
     torch.manual_seed(0)
     spec = make_spec()
     module = CVQVAEModule(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL).train()
     out = module.loss(*split(make_batch(spec), spec))
-    assert set(out.recon) == {(s, d) for s in spec.modalities for d in spec.modalities if s != d}
-    assert set(out.align) == {("rna", "atac"), ("rna", "ephys"), ("atac", "ephys")}
-    out.total.backward()
+    mods = spec.modalities
+    assert set(_group(out, "recon")) == {f"{s}_to_{d}" for s in mods for d in mods if s != d}
+    assert set(_group(out, "align")) == {"rna_atac", "rna_ephys", "atac_ephys"}
+    out.loss.backward()
     for part in ("encoders", "decoders"):
         for m, net in getattr(module, part).items():
             grads = [p.grad for p in net.parameters()]
@@ -86,7 +93,7 @@ def test_each_direction_uses_the_decoder_of_its_target():
     spec = make_spec({"rna": ("counts", 6), "atac": ("binary", 5)})
     module = CVQVAEModule(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL).train()
     out = module.loss(*split(make_batch(spec), spec))
-    out.recon[("rna", "atac")].backward()
+    out.terms["recon_rna_to_atac"].backward()
     assert all(p.grad is not None for p in module.decoders["atac"].parameters())
     assert all(p.grad is None for p in module.decoders["rna"].parameters())
     assert module.decoders["atac"].net[-2].out_features == 5
@@ -105,15 +112,21 @@ def test_total_loss_is_recon_plus_commitment_plus_weighted_alignment():
         z = {m: module.encoders[m](x[m]) for m in spec.modalities}
         codes = {m: module.quantizers[m].codebook[module.quantizers[m].nearest(z[m])] for m in z}
     manual = F.mse_loss(module.decoders["atac"](codes["rna"]), x["atac"]) / 1.5
-    assert out.recon[("rna", "atac")].item() == pytest.approx(manual.item(), rel=1e-5)
+    assert out.terms["recon_rna_to_atac"].item() == pytest.approx(manual.item(), rel=1e-5)
     commit = 0.25 * F.mse_loss(z["ephys"], codes["ephys"])
-    assert out.commitment["ephys"].item() == pytest.approx(commit.item(), rel=1e-5)
-    assert out.align[("rna", "ephys")].item() == pytest.approx(
+    assert out.terms["commitment_ephys"].item() == pytest.approx(commit.item(), rel=1e-5)
+    assert out.terms["align_rna_ephys"].item() == pytest.approx(
         F.mse_loss(z["rna"], z["ephys"]).item(), rel=1e-5
     )
-    expected = sum(out.recon.values()) + sum(out.commitment.values())
-    expected = expected + 10.0 * sum(out.align.values())
-    assert out.total.item() == pytest.approx(float(expected), rel=1e-6)
+    recon, commitment = _group(out, "recon"), _group(out, "commitment")
+    expected = sum(recon.values()) + sum(commitment.values())
+    expected = expected + 10.0 * sum(_group(out, "align").values())
+    assert out.loss.item() == pytest.approx(float(expected), rel=1e-6)
+    # the logged group sums are the unweighted sums of their terms
+    assert out.extras["recon"].item() == pytest.approx(float(sum(recon.values())), rel=1e-6)
+    assert set(out.extras) == {"recon", "align", "commitment"} | {
+        f"perplexity_{m}" for m in spec.modalities
+    }
 
 
 def test_codebooks_move_by_ema_in_training_only():
@@ -139,7 +152,7 @@ def test_self_recon_adds_the_diagonal_pairs():
         spec.modalities, spec.n_features, spec.kinds, {}, self_recon=True, **SMALL
     )
     out = module.train().loss(*split(make_batch(spec), spec))
-    assert len(out.recon) == 9 and ("atac", "atac") in out.recon
+    assert len(_group(out, "recon")) == 9 and "atac_to_atac" in _group(out, "recon")
 
 
 def test_vq_false_is_the_cvae_ablation():
@@ -148,7 +161,8 @@ def test_vq_false_is_the_cvae_ablation():
     model = CVQVAE(spec, vq=False, **SMALL).eval()
     batch = make_batch(spec)
     out = model.module.loss(*split(batch, spec))
-    assert len(model.module.quantizers) == 0 and out.commitment == {} and out.perplexity == {}
+    assert len(model.module.quantizers) == 0 and _group(out, "commitment") == {}
+    assert not any(k.startswith("perplexity") for k in out.extras)
     with torch.no_grad():
         z = model.latents(batch)["rna"]
         direct = model.module.decoders["ephys"](z)
@@ -167,7 +181,7 @@ def test_bce_option_uses_logits_for_binary_targets():
         logits = model.module.decoders["atac"](code)
         pred = model.translate(batch, "rna", "atac")
     bce = F.binary_cross_entropy_with_logits(logits, x["atac"])
-    assert out.recon[("rna", "atac")].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert out.terms["recon_rna_to_atac"].item() == pytest.approx(bce.item(), rel=1e-5)
     assert torch.allclose(pred, torch.sigmoid(logits))
     with pytest.raises(ValueError, match="bce"):
         CVQVAE(spec, recon_loss="bce", input_rep="pca")
@@ -195,10 +209,10 @@ def test_missing_modality_is_skipped_by_encoder_codebook_and_losses():
             model.module.loss(*split(batch, spec)),
             model.module.loss(*split(noisy, spec)),
         )
-        assert loss.total.item() == pytest.approx(loss_noisy.total.item(), rel=1e-6)
+        assert loss.loss.item() == pytest.approx(loss_noisy.loss.item(), rel=1e-6)
         both = torch.arange(5, 16)
         manual = F.mse_loss(z["rna"][both], z["atac"][both])
-        assert loss.align[("rna", "atac")].item() == pytest.approx(manual.item(), rel=1e-5)
+        assert loss.terms["align_rna_atac"].item() == pytest.approx(manual.item(), rel=1e-5)
 
     model.train()
     model.module.loss(*split(batch, spec))
@@ -213,13 +227,12 @@ def test_batch_without_a_modality_drops_its_terms():
     model = CVQVAE(spec, **SMALL).train()
     batch = make_batch(spec, missing={"atac": list(range(16))})
     out = model.module.loss(*split(batch, spec))
-    assert all("atac" not in pair for pair in [*out.recon, *out.align])
-    assert "atac" not in out.commitment
-    out.total.backward()
+    assert all("atac" not in name for name in out.terms)
+    out.loss.backward()
     assert all(p.grad is None for p in model.module.encoders["atac"].parameters())
     # a modality seen in one cell only is dropped in training (BatchNorm needs two rows)
     one = make_batch(spec, missing={"atac": list(range(1, 16))})
-    assert "atac" not in model.module.loss(*split(one, spec)).commitment
+    assert "commitment_atac" not in model.module.loss(*split(one, spec)).terms
 
 
 # ------------------------------------------------------------------------------- interface

@@ -150,8 +150,8 @@ def test_missing_modality_has_no_reconstruction_or_penalty():
     model = MultiVI(spec).eval()
     batch = drop(make_batch(spec), "atac", slice(0, 4))
     out = model.module.loss(batch)
-    assert torch.all(out.reconstruction_by_modality["atac"][:4] == 0)
-    assert torch.all(out.reconstruction_by_modality["atac"][4:] > 0)
+    assert torch.all(out.terms["reconstruction_atac"][:4] == 0)
+    assert torch.all(out.terms["reconstruction_atac"][4:] > 0)
     # the Jeffreys term of a cell only counts pairs it has: drop atac and ephys for 0..3
     batch2 = drop(batch, "ephys", slice(0, 4))
     means, variances = model.module.encode(batch2)
@@ -249,6 +249,9 @@ def _trainer(**kw) -> L.Trainer:
 
 def test_one_epoch_fit_and_checkpoint_round_trip(tiny_dm, tmp_path):
     model = build_model("multivi", tiny_dm.spec, modality_weights="cell", gradient_clip_val=10.0)
+    # sized from the spec when built: a fit changes no hyper-parameter
+    hparams = dict(model.hparams)
+    assert hparams["n_cells"] == tiny_dm.data.n_cells
     before = model.module.encoders["rna"].mean.weight.detach().clone()
     adv_before = [p.detach().clone() for p in model.adversary.parameters()]
     trainer = _trainer()
@@ -260,6 +263,7 @@ def test_one_epoch_fit_and_checkpoint_round_trip(tiny_dm, tmp_path):
     assert np.isfinite(trainer.callback_metrics["val/loss"].item())
     assert "train/adversary" in trainer.callback_metrics
     assert model.module.weight_logits.shape == (tiny_dm.data.n_cells, 3)
+    assert dict(model.hparams) == hparams
 
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path)
@@ -295,31 +299,30 @@ def test_config_lists_every_constructor_argument():
 
 
 def test_protein_rates_start_at_the_training_mean_once():
-    from types import SimpleNamespace
-
+    from mmint.data.spec import train_count_means
     from mmint.models.multivi.module import ProteinDecoder
 
-    spec = make_spec(("rna", "adt"), n_batches=1)
-    model = MultiVI(spec, protein_mixture=True)
     rng = np.random.default_rng(0)
     counts = rng.poisson(rng.uniform(5, 500, size=8), size=(30, 8)).astype(np.float32)
     counts[:10] = 1e6  # not training cells: must not enter the mean
     masks = np.ones(30, dtype=np.float32)
     masks[25:] = 0  # cells without adt: not in the mean either
     counts[25:] = 0
-    dm = SimpleNamespace(
-        counts={"adt": counts}, split={"train": np.arange(10, 30)}, masks={"adt": masks}
-    )
-    model._init_protein_rates(dm)
+    spec = make_spec(("rna", "adt"), n_batches=1)
+    spec.count_means = train_count_means({"adt": counts}, {"adt": masks}, np.arange(10, 30))
+    model = MultiVI(spec, protein_mixture=True)
+    model.setup("fit")
     dec = model.module.decoders["adt"]
     assert isinstance(dec, ProteinDecoder)
     expected = np.log(counts[10:25].mean(0))
     np.testing.assert_allclose(dec.log_rate.bias.detach().numpy(), expected, rtol=1e-5)
     assert bool(model.protein_rates_initialised)
+    # the means are data, not hyper-parameters: checkpoints stay small
+    assert model.hparams["spec"]["count_means"] == {}
     # a second fit of the trained model keeps its rates
     with torch.no_grad():
         dec.log_rate.bias.zero_()
-    model._init_protein_rates(dm)
+    model.setup("fit")
     assert float(dec.log_rate.bias.abs().max()) == 0.0
 
 
@@ -328,3 +331,14 @@ def test_held_out_batch_gets_the_seen_batches_mix():
     model = MultiVI(spec)
     cov = model.module.covariates({keys.BATCH: torch.tensor([0, 1])}, 2, torch.device("cpu"))
     torch.testing.assert_close(cov, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+
+
+def test_cell_weights_need_the_number_of_cells():
+    from mmint.errors import InputError
+
+    with pytest.raises(InputError, match="model.n_cells"):
+        MultiVI(make_spec(), modality_weights="cell")
+    assert MultiVI(make_spec(), modality_weights="cell", n_cells=7).module.weight_logits.shape == (
+        7,
+        3,
+    )

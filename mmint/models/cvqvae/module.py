@@ -19,41 +19,16 @@ modality is skipped by that modality's encoder, codebook and losses).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import combinations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
 from mmint.nn.mlp import MLP
 from mmint.nn.vq import VectorQuantizerEMA
-
-
-@dataclass
-class CVQVAELoss:
-    """Loss terms of one batch.
-
-    Attributes
-    ----------
-    total
-        The optimised scalar.
-    recon
-        ``{(src, dst): variance-scaled reconstruction loss}`` for the pairs that had cells.
-    commitment
-        ``{modality: commitment loss}`` (empty without quantiser).
-    align
-        ``{(a, b): MSE between pre-quantisation latents}`` with ``a`` before ``b`` in model order.
-    perplexity
-        ``{modality: codebook perplexity over the batch}`` (empty without quantiser).
-    """
-
-    total: Tensor
-    recon: dict[tuple[str, str], Tensor] = field(default_factory=dict)
-    commitment: dict[str, Tensor] = field(default_factory=dict)
-    align: dict[tuple[str, str], Tensor] = field(default_factory=dict)
-    perplexity: dict[str, Tensor] = field(default_factory=dict)
 
 
 class InputProjection(nn.Module):
@@ -323,8 +298,13 @@ class CVQVAEModule(nn.Module):
     # ------------------------------------------------------------------ loss
     def loss(
         self, x: dict[str, Tensor], masks: dict[str, Tensor], batch_index: Tensor | None = None
-    ) -> CVQVAELoss:
+    ) -> LossOutput:
         """All loss terms of a batch (EMA codebook steps happen here in training mode).
+
+        Terms: ``recon_<src>_to_<dst>`` (variance-scaled reconstruction of the pairs that had
+        cells), ``commitment_<m>`` and ``align_<a>_<b>`` (MSE between pre-quantisation
+        latents, ``a`` before ``b`` in model order); extras: ``perplexity_<m>`` and the sum
+        of each group (``recon``, ``align``, ``commitment``).
 
         Parameters
         ----------
@@ -342,7 +322,7 @@ class CVQVAEModule(nn.Module):
         z = self.encode(xin, present)
         min_rows = 2 if self.training else 1  # BatchNorm in the decoders, as in encode
 
-        codes, out = {}, CVQVAELoss(total=z[self.modalities[0]].new_zeros(()))
+        codes, recon, commitment, align, extras = {}, {}, {}, {}, {}
         for m in self.modalities:
             p = present[m]
             if not bool(p.any()):
@@ -352,23 +332,25 @@ class CVQVAEModule(nn.Module):
             full[p] = code
             codes[m] = full
             if self.vq:
-                out.commitment[m], out.perplexity[m] = commit, perp
+                commitment[f"commitment_{m}"], extras[f"perplexity_{m}"] = commit, perp
         for src, dst in self.pairs():
             both = present[src] & present[dst]
             if int(both.sum()) < min_rows:
                 continue
             bi = None if batch_index is None else batch_index[both]
             pred = self.decode(dst, codes[src][both], bi)
-            out.recon[(src, dst)] = self._recon(dst, pred, xin[dst][both])
+            recon[f"recon_{src}_to_{dst}"] = self._recon(dst, pred, xin[dst][both])
         for a, b in combinations(self.modalities, 2):
             both = present[a] & present[b]
             if bool(both.any()):
-                out.align[(a, b)] = F.mse_loss(z[a][both], z[b][both])
-        terms = [*out.recon.values(), *out.commitment.values()]
-        terms += [self.align_weight * v for v in out.align.values()]
-        if terms:
-            out.total = torch.stack(terms).sum()
-        return out
+                align[f"align_{a}_{b}"] = F.mse_loss(z[a][both], z[b][both])
+        parts = [*recon.values(), *commitment.values()]
+        parts += [self.align_weight * v for v in align.values()]
+        total = torch.stack(parts).sum() if parts else z[self.modalities[0]].new_zeros(())
+        for name, group in (("recon", recon), ("align", align), ("commitment", commitment)):
+            if group:  # the unweighted sum of each group, logged
+                extras[name] = torch.stack(list(group.values())).sum()
+        return LossOutput(total, {**recon, **commitment, **align}, extras)
 
     # ------------------------------------------------------------- inference
     def latents(self, x: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:

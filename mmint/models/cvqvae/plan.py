@@ -9,9 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from mmint.data.spec import DataSpec
-from mmint.keys import BATCH, mask_key
+from mmint.keys import BATCH
 from mmint.models.base import Batch, IntegratorModule
-from mmint.models.cvqvae.module import CVQVAELoss, CVQVAEModule
+from mmint.models.cvqvae.module import CVQVAEModule
+from mmint.models.hparams import constructor_args, save_hparams
+from mmint.models.inputs import step_inputs
+from mmint.models.loss_output import log_loss_output
+from mmint.models.stepping import manual_step, zero_loss
 
 
 class CVQVAE(IntegratorModule):
@@ -112,7 +116,7 @@ class CVQVAE(IntegratorModule):
             weight_decay=float(weight_decay),
             gradient_clip_val=None if gradient_clip_val is None else float(gradient_clip_val),
         )
-        self.save_hyperparameters({"spec": self.spec.to_dict(), **net, **optim})
+        save_hparams(self, constructor_args(CVQVAE, {**net, **optim}))
         self.module = CVQVAEModule(
             self.spec.modalities,
             self.spec.n_features,
@@ -125,14 +129,7 @@ class CVQVAE(IntegratorModule):
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Dense float inputs and masks per modality."""
-        x, masks = {}, {}
-        for m in self.modalities:
-            t = batch[m]
-            x[m] = (t.to_dense() if t.is_sparse else t).float()
-            if mask_key(m) in batch:
-                masks[m] = batch[mask_key(m)]
-        return x, masks
+        return step_inputs(batch, self.modalities)
 
     @torch.no_grad()
     def fit_input_projection(self, batches: Iterable[Batch]) -> None:
@@ -178,59 +175,28 @@ class CVQVAE(IntegratorModule):
             self.module.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
-    def _log_terms(self, stage: str, out: CVQVAELoss, n: int) -> None:
-        kw = dict(on_step=False, on_epoch=True, batch_size=n)
-        self.log(f"{stage}/loss", out.total, prog_bar=stage == "val", **kw)
-        groups = {
-            "recon": {f"{s}_to_{d}": v for (s, d), v in out.recon.items()},
-            "align": {f"{a}_{b}": v for (a, b), v in out.align.items()},
-            "commitment": dict(out.commitment),
-        }
-        for group, terms in groups.items():
-            if terms:
-                self.log(f"{stage}/{group}", torch.stack(list(terms.values())).sum(), **kw)
-            for key, v in terms.items():
-                self.log(f"{stage}/{group}_{key}", v, **kw)
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One Adam step on the total loss; logs every term and the codebook health."""
         x, masks = self._inputs(batch)
         n = next(iter(x.values())).shape[0]
         out = self.module.loss(x, masks, batch.get(BATCH))
-        loss = out.total
-        if not loss.requires_grad and self._trainer is not None and self.trainer.world_size > 1:
+        loss = out.loss
+        if not loss.requires_grad:
             # under DDP every process must take part in every gradient all-reduce: a batch with
             # nothing to learn here steps with a zero loss instead of skipping the step
-            loss = sum(p.sum() * 0.0 for p in self.module.parameters())
-        if loss.requires_grad:  # a batch with no usable pair has nothing to learn
-            opt = self.optimizers()
-            opt.zero_grad()
-            self.manual_backward(loss)
-            if self.hparams.gradient_clip_val:
-                self.clip_gradients(
-                    opt,
-                    gradient_clip_val=self.hparams.gradient_clip_val,
-                    gradient_clip_algorithm="norm",
-                )
-            opt.step()
-        self._log_terms("train", out, n)
-        for m, perp in out.perplexity.items():
-            self.log(f"train/perplexity_{m}", perp, on_step=False, on_epoch=True, batch_size=n)
+            loss = zero_loss(self, self.module.parameters())
+        if loss is not None and loss.requires_grad:  # no usable pair: nothing to learn
+            manual_step(self, self.optimizers(), loss, self.hparams.gradient_clip_val)
         for m, q in self.module.quantizers.items():
-            self.log(
-                f"train/dead_codes_{m}",
-                float(q.dead_codes()),
-                on_step=False,
-                on_epoch=True,
-                batch_size=n,
-            )
-        return out.total.detach()
+            out.extras[f"dead_codes_{m}"] = torch.tensor(float(q.dead_codes()))
+        log_loss_output(self, "train", out, n)
+        return out.loss.detach()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Log the total loss as ``val/loss`` (codebooks are not updated in eval mode)."""
         x, masks = self._inputs(batch)
         out = self.module.loss(x, masks, batch.get(BATCH))
-        self._log_terms("val", out, next(iter(x.values())).shape[0])
+        log_loss_output(self, "val", out, next(iter(x.values())).shape[0])
 
     # ------------------------------------------------------------- interface
     def latents(self, batch: Batch) -> dict[str, Tensor]:

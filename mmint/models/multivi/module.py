@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -20,6 +19,7 @@ from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.modality import TARGET_SUM
+from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
 from mmint.nn.likelihoods import log_bernoulli, log_nb, log_nb_mixture, log_normal, log_zinb
 from mmint.nn.mlp import MLP
@@ -342,18 +342,6 @@ class ContinuousDecoder(_Decoder):
 
 
 # ---------------------------------------------------------------------------- the VAE
-@dataclass
-class LossOutput:
-    """Per-batch loss and its parts (per-cell tensors are ``(n,)``)."""
-
-    loss: Tensor
-    reconstruction: Tensor
-    kl: Tensor
-    penalty: Tensor
-    z: Tensor
-    reconstruction_by_modality: dict[str, Tensor]
-
-
 class MultiVAE(nn.Module):
     """MultiVI's variational autoencoder over any number of modalities.
 
@@ -538,6 +526,8 @@ class MultiVAE(nn.Module):
 
         ``loss = mean_cells(recon + kl_weight * KL + penalty_weight * jeffreys)
         + penalty_weight * mmd``; reconstruction counts only the modalities a cell has.
+        Terms: per-cell ``reconstruction``, ``reconstruction_<modality>`` and ``kl``, the
+        weighted ``penalty``; ``outputs["z"]``: the latent sample.
         """
         means, variances = self.encode(batch)
         mean, var, mask = self.joint(batch, means, variances)
@@ -554,7 +544,9 @@ class MultiVAE(nn.Module):
         per_cell, scalar = self.penalty(means, variances, mask)
         penalty = self.penalty_weight * (per_cell.mean() + scalar)
         loss = (recon + kl_weight * kl).mean() + penalty
-        return LossOutput(loss, recon, kl, penalty, z, by_mod)
+        terms = {"reconstruction": recon, "kl": kl, "penalty": penalty}
+        terms.update({f"reconstruction_{m}": v for m, v in by_mod.items()})
+        return LossOutput(loss, terms, outputs={"z": z})
 
 
 def _sample(mean: Tensor, var: Tensor) -> Tensor:

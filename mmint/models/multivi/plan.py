@@ -4,24 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
+from mmint.models.adversary import classifier_loss, fool_loss
 from mmint.models.base import Batch, IntegratorModule
+from mmint.models.hparams import constructor_args, save_hparams
+from mmint.models.inputs import batch_size
+from mmint.models.loss_output import log_loss_output
 from mmint.models.multivi.module import (
     GeneLikelihood,
     Library,
-    LossOutput,
     ModalityPenalty,
     ModalityWeights,
     MultiVAE,
     ProteinDecoder,
     default_sizes,
 )
+from mmint.models.stepping import manual_step
 from mmint.nn.batch import BatchAdversary
 
 
@@ -72,8 +75,8 @@ class MultiVI(IntegratorModule):
     gradient_clip_val
         Norm clipping of the VAE gradients (``None``: off, as in scvi-tools).
     n_cells
-        Size of the per-cell weight table of ``modality_weights="cell"``; ``None`` takes it from
-        the data module when fitting (``batch["index"]`` indexes all cells of the dataset).
+        Size of the per-cell weight table of ``modality_weights="cell"``; ``None`` takes the
+        spec's ``n_cells`` (``batch["index"]`` indexes all cells of the dataset).
     """
 
     name = "multivi"
@@ -113,32 +116,9 @@ class MultiVI(IntegratorModule):
                 "model.n_hidden",
                 "set model.n_hidden (e.g. model.n_hidden=32)",
             )
-        self.save_hyperparameters(
-            {
-                "spec": s.to_dict(),
-                "n_hidden": n_hidden,
-                "n_latent": n_latent,
-                "n_layers_encoder": n_layers_encoder,
-                "n_layers_decoder": n_layers_decoder,
-                "dropout_rate": dropout_rate,
-                "gene_likelihood": gene_likelihood,
-                "library": library,
-                "protein_mixture": protein_mixture,
-                "modality_weights": modality_weights,
-                "modality_penalty": modality_penalty,
-                "penalty_weight": penalty_weight,
-                "n_epochs_kl_warmup": n_epochs_kl_warmup,
-                "lr": lr,
-                "weight_decay": weight_decay,
-                "eps": eps,
-                "adversarial_mixing": adversarial_mixing,
-                "adversary_kappa": adversary_kappa,
-                "adversary_lr": adversary_lr,
-                "adversary_eps": adversary_eps,
-                "gradient_clip_val": gradient_clip_val,
-                "n_cells": n_cells,
-            }
-        )
+        if modality_weights == "cell" and not n_cells:
+            n_cells = _cell_table_size(s)
+        save_hparams(self, constructor_args(MultiVI, locals()))
         self.module = MultiVAE(
             s.modalities,
             s.kinds,
@@ -168,39 +148,24 @@ class MultiVI(IntegratorModule):
 
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        """Size the per-cell weight table from the data module (``modality_weights="cell"``)
-        and, before a fit, start the protein rates at the training cells' mean counts."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        """Before a fit, start the protein rates at the training cells' mean counts."""
         if stage == "fit":
-            self._init_protein_rates(dm)
-        if self.hparams["modality_weights"] != "cell" or self.hparams["n_cells"]:
-            return
-        data = getattr(dm, "data", None)
-        if data is None:
-            raise ValueError("modality_weights='cell' needs n_cells (or a PairedDataModule)")
-        n = int(data.n_cells)
-        self.module.weight_logits = nn.Parameter(torch.zeros(n, len(self.modalities)))
-        # recorded so that load_from_checkpoint rebuilds the table at this size
-        self.hparams["n_cells"] = n
+            self._init_protein_rates()
 
-    def _init_protein_rates(self, dm: Any) -> None:
-        """Protein decoders' log-rate bias = log mean count over the observed training cells.
+    def _init_protein_rates(self) -> None:
+        """Protein decoders' log-rate bias = log mean count over the observed training cells
+        (the spec's ``count_means``).
 
         Done once (a buffer records it); a resumed fit restores the checkpoint's weights after
         this, so it never overrides trained weights.
         """
-        counts = getattr(dm, "counts", None)
-        if bool(self.protein_rates_initialised) or not counts:
+        means = self.spec.count_means
+        if bool(self.protein_rates_initialised) or not means:
             return
-        train = dm.split["train"]
         for m, dec in self.module.decoders.items():
-            if not isinstance(dec, ProteinDecoder) or m not in counts:
-                continue
-            rows = train[dm.masks[m][train] > 0]
-            if len(rows) == 0:
-                continue
-            mean = np.asarray(counts[m][rows].mean(axis=0), dtype=np.float32).ravel()
-            dec.init_rates(torch.from_numpy(mean).to(dec.log_rate.bias.device))
+            if isinstance(dec, ProteinDecoder) and m in means:
+                mean = torch.tensor(means[m], dtype=torch.float32)
+                dec.init_rates(mean.to(dec.log_rate.bias.device))
         self.protein_rates_initialised.fill_(True)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -232,51 +197,31 @@ class MultiVI(IntegratorModule):
         """One VAE step (ELBO + fool loss), then one classifier step on the detached latent."""
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
+        n = batch_size(batch, self.modalities)
         kl_weight = self.kl_weight()
         out = self.module.loss(batch, kl_weight)
         loss = out.loss
         kappa = self.hparams["adversary_kappa"]
-        if self.adversary is not None:
-            fool = self.adversary.loss(out.z, batch[keys.BATCH], fool=True)
+        codes = batch.get(keys.BATCH)
+        fool = (
+            None if self.adversary is None else fool_loss(self.adversary, out.outputs["z"], codes)
+        )
+        if fool is not None:
             loss = loss + kappa * fool
-            self.log("train/fool", fool, on_step=False, on_epoch=True, batch_size=n)
-        opts[0].zero_grad()
-        self.manual_backward(loss)
-        self._clip(opts[0])
-        opts[0].step()
-        if self.adversary is not None:
-            adv = kappa * self.adversary.loss(out.z.detach(), batch[keys.BATCH], fool=False)
-            opts[1].zero_grad()
-            self.manual_backward(adv)
-            opts[1].step()
-            self.log("train/adversary", adv, on_step=False, on_epoch=True, batch_size=n)
-        self._log_parts("train", out, n)
-        self.log("train/kl_weight", kl_weight, on_step=False, on_epoch=True, batch_size=n)
+            out.extras["fool"] = fool
+        manual_step(self, opts[0], loss, self.hparams["gradient_clip_val"])
+        adv = None if fool is None else classifier_loss(self.adversary, out.outputs["z"], codes)
+        if adv is not None:
+            manual_step(self, opts[1], kappa * adv)
+            out.extras["adversary"] = kappa * adv
+        out.extras["kl_weight"] = torch.tensor(kl_weight)
+        log_loss_output(self, "train", out, n)
         return loss.detach()
-
-    def _clip(self, opt: Any) -> None:
-        if self.hparams["gradient_clip_val"]:
-            self.clip_gradients(
-                opt,
-                gradient_clip_val=self.hparams["gradient_clip_val"],
-                gradient_clip_algorithm="norm",
-            )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Validation ELBO (KL weight 1) plus penalty as ``val/loss``."""
-        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
         out = self.module.loss(batch, kl_weight=1.0)
-        self._log_parts("val", out, n)
-
-    def _log_parts(self, stage: str, out: LossOutput, n: int) -> None:
-        kw = {"on_step": False, "on_epoch": True, "batch_size": n}
-        self.log(f"{stage}/loss", out.loss.detach(), prog_bar=stage == "val", **kw)
-        self.log(f"{stage}/reconstruction", out.reconstruction.detach().mean(), **kw)
-        self.log(f"{stage}/kl", out.kl.detach().mean(), **kw)
-        self.log(f"{stage}/penalty", out.penalty.detach(), **kw)
-        for m, v in out.reconstruction_by_modality.items():
-            self.log(f"{stage}/reconstruction_{m}", v.detach().mean(), **kw)
+        log_loss_output(self, "val", out, batch_size(batch, self.modalities))
 
     # ------------------------------------------------------------------ interface
     def latents(self, batch: Batch) -> dict[str, Tensor]:
@@ -301,3 +246,14 @@ class MultiVI(IntegratorModule):
     def predict_from_joint(self, batch: Batch, dst: str) -> Tensor:
         """Decode ``dst`` from the joint latent (all modalities the cell has)."""
         return self.module.predict(self.joint_latent(batch), batch, dst)
+
+
+def _cell_table_size(spec: DataSpec) -> int:
+    """The spec's number of cells, for the per-cell weight table."""
+    if spec.n_cells < 1:
+        raise InputError(
+            "modality_weights='cell' needs the number of cells of the dataset",
+            "model.n_cells",
+            "build the model from a PairedDataModule's spec, or set model.n_cells",
+        )
+    return spec.n_cells

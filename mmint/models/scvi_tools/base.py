@@ -42,11 +42,15 @@ class ScviIntegrator(SavedByAttributes, WholeSetIntegrator):
     #: ``(module, tensors) -> {role: prediction}`` (see :mod:`.predict`), as a staticmethod
     generate: Any = None
 
-    def __init__(self, spec: Any, seed: int = 0, **hparams: Any) -> None:
+    def __init__(self, spec: Any, values: dict[str, Any]) -> None:
+        """``values``: the subclass constructor's ``locals()`` (its hyper-parameters;
+        ``train_kwargs`` and ``model_kwargs`` become dicts)."""
         from mmint.data.spec import DataSpec
+        from mmint.models.hparams import record_hparams
 
         self.spec = DataSpec.from_any(spec)
-        self.hparams = {**hparams, "seed": seed}
+        kwargs = {k: dict(values.get(k) or {}) for k in ("train_kwargs", "model_kwargs")}
+        record_hparams(self, {**values, **kwargs})
         self.module_state: dict[str, Any] | None = None
         self.model_info: dict[str, Any] = {}
         self.fit_cost: dict[str, Any] = {}

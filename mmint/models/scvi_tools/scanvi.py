@@ -71,16 +71,7 @@ class ScviScanVI(ScviIntegrator):
         model_kwargs: dict | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            spec,
-            seed=seed,
-            n_latent=n_latent,
-            max_epochs=max_epochs,
-            scanvi_epochs=scanvi_epochs,
-            modality=modality,
-            train_kwargs=dict(train_kwargs or {}),
-            model_kwargs=dict(model_kwargs or {}),
-        )
+        super().__init__(spec, locals())
 
     def rna(self, dm: Any) -> str:
         """The RNA counts modality scANVI reads."""

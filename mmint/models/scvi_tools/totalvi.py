@@ -58,15 +58,7 @@ class ScviTotalVI(ScviIntegrator):
         model_kwargs: dict | None = None,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            spec,
-            seed=seed,
-            n_latent=n_latent,
-            max_epochs=max_epochs,
-            early_stopping=early_stopping,
-            train_kwargs=dict(train_kwargs or {}),
-            model_kwargs=dict(model_kwargs or {}),
-        )
+        super().__init__(spec, locals())
 
     def build(self, dm: Any, for_loading: bool = False) -> Any:
         """MuData of mmint's cells set up for totalVI; the untrained model."""

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mmint import keys
 from mmint.models.base import Batch
+from mmint.models.inputs import dense, step_inputs
 from mmint.nn.batch import batch_one_hot
 
 
@@ -28,7 +29,7 @@ class UnitedNetAPI:
 
     def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
         """``D_dst(E_src(x_src))`` in ``dst``'s model-input space (probabilities if binary)."""
-        x = _dense(batch[src])
+        x = dense(batch[src])
         if self.deviations.noise_at_inference:
             x = self._noised({src: x}, {src: x.new_ones(x.shape[0])})[src]
         z = self.module.encoders[src](x)
@@ -57,12 +58,7 @@ class UnitedNetAPI:
 
     # ---------------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        x = {m: _dense(batch[m]) for m in self.modalities}
-        masks = {}
-        for m in self.modalities:
-            mk = batch.get(keys.mask_key(m))
-            masks[m] = x[m].new_ones(x[m].shape[0]) if mk is None else mk.to(x[m].dtype)
-        return x, masks
+        return step_inputs(batch, self.modalities)
 
     def _noised(self, x: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         """Input noise ``x + N(0, s)``, ``s = level * var(x)``: in training, and also at
@@ -86,7 +82,3 @@ class UnitedNetAPI:
         """The decoders' covariate: one-hot batch codes, or ``None`` (no batch correction)."""
         k = self.module.n_covariates
         return batch_one_hot(batch[keys.BATCH], k, self.seen_batches) if k else None
-
-
-def _dense(x: Tensor) -> Tensor:
-    return x.to_dense() if x.is_sparse else x

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from mmint.config import plain
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 
@@ -96,15 +97,6 @@ def is_binary(spec: DataSpec, m: str) -> bool:
     """Whether modality ``m``'s model input is 0/1."""
     transform = spec.transforms.get(m, "binarize" if spec.kinds[m] == "binary" else "none")
     return transform == "binarize" or (spec.kinds[m] == "binary" and transform == "none")
-
-
-def plain(value: Any) -> Any:
-    """Hydra containers -> plain dicts and lists (for clean hyper-parameters)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        return [plain(v) for v in value]
-    return value
 
 
 FUSERS = ("weighted_mean", "feature_weighted_mean")
@@ -224,7 +216,7 @@ def resolve_hparams(given: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]:
     ``n_groups``, ``latent_dim``, the hidden widths and ``batch_correction`` resolved, so that
     a checkpoint's hyper-parameters rebuild the same networks on any data.
     """
-    hp = {k: plain(v) for k, v in given.items()}
+    hp = plain(dict(given))
     for key, allowed in (
         ("task", TASKS),
         ("alternation", ALTERNATIONS),

@@ -18,7 +18,6 @@ steps on every batch.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -28,6 +27,7 @@ from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
+from mmint.models.hparams import constructor_args, save_hparams
 from mmint.models.unitednet.api import UnitedNetAPI
 from mmint.models.unitednet.compat import resolve as resolve_deviations
 from mmint.models.unitednet.config import (
@@ -191,8 +191,8 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
     ) -> None:
         super().__init__(spec)
         spec = self.spec
-        hp = resolve_hparams({k: v for k, v in locals().items() if k in _HPARAMS}, spec)
-        self.save_hyperparameters({"spec": spec.to_dict(), **hp})
+        hp = resolve_hparams(constructor_args(UnitedNet, locals()), spec)
+        save_hparams(self, hp)
         self.deviations = resolve_deviations(hp)
         correct = hp["batch_correction"] != "none"
         self.module = UnitedNetModule(
@@ -278,9 +278,15 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         return len(self.schedule) if self.hparams["alternation"] == "epoch" else 1
 
     def configure_stage(
-        self, task: str | None = None, stage: str | None = None, alternation: str | None = None
+        self,
+        task: str | None = None,
+        stage: str | None = None,
+        alternation: str | None = None,
+        adversarial: bool | None | str = "keep",
     ) -> None:
-        """Change task, stage or alternation between fits (kept in the hyper-parameters).
+        """Change task, stage, alternation or the GAN switch between fits (kept in the
+        hyper-parameters). ``None`` keeps task, stage and alternation; ``adversarial`` is
+        kept unless given (``None``: the stage's default).
 
         The next ``Trainer.fit`` builds fresh optimizers, as the reference does per stage.
         """
@@ -296,6 +302,8 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
             mode = default_group_mode(task, self.spec)
             resolve_n_groups(self.module.n_groups, task, mode, self.spec)
             self.hparams["group_mode"] = mode
+        if adversarial != "keep":
+            self.hparams["adversarial"] = adversarial
 
     def reinit_group_heads(self) -> None:
         """Fresh fusers, projectors, group layers and latent projector (best head 0).
@@ -429,7 +437,3 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         self.heads.reset()
         self._val_pgc = {"translation": 0.0, "reconstruction": 0.0, "n": 0}
         self._pass = 0
-
-
-#: constructor hyper-parameters other than ``spec`` (all saved in checkpoints)
-_HPARAMS = tuple(inspect.signature(UnitedNet.__init__).parameters)[2:]

@@ -11,7 +11,10 @@ import torch
 from torch import Tensor
 
 from mmint import keys
+from mmint.models.adversary import classifier_loss, fool_loss
 from mmint.models.base import Batch
+from mmint.models.loss_output import LossOutput, log_terms
+from mmint.models.stepping import manual_step, optimizer_params, zero_loss
 
 
 class UnitedNetSteps:
@@ -22,15 +25,14 @@ class UnitedNetSteps:
         x, masks = self._inputs(batch)
         noised = self._noised(x, masks)
         z = self.module.encode(noised, masks)
-        losses, fakes = self._pgc_losses(x, masks, z=z, batch=batch, noised=noised)
-        losses.update(self._fool_batch_adversary(z, masks, batch))
-        total = self._weighted(losses)
+        out = self._pgc_loss(x, masks, z, batch, noised)
+        fakes, total = out.outputs["fakes"], out.loss
         shared = fakes and self.deviations.shared_discriminator_optimizer
         if shared:  # the original: one backward for translation and discriminator losses
             d_loss = self.module.discriminator_loss(self._targets(x, noised), fakes, masks)
             total = total + self.hparams["discriminator_weight"] * d_loss
         self._step(opt, total)
-        self._log_train(losses, x)
+        self._log_train(out.terms, x)
         if shared:
             self._log_train({"discriminator": d_loss}, x)
         elif fakes:
@@ -41,27 +43,22 @@ class UnitedNetSteps:
         """The encoders' loss for fooling the batch adversary (empty without one)."""
         if self.batch_adversary is None:
             return {}
-        codes = batch[keys.BATCH]
-        terms = [
-            self.batch_adversary.loss(z[m][masks[m] > 0], codes[masks[m] > 0], fool=True)
-            for m in self.modalities
-            if int((masks[m] > 0).sum()) > 1
-        ]
-        return {"batch_adversary": torch.stack(terms).mean()} if terms else {}
+        loss = fool_loss(self.batch_adversary, z, batch[keys.BATCH], masks)
+        return {} if loss is None else {"batch_adversary": loss}
 
     def _batch_adversary_step(self, z, masks, batch: Batch) -> None:
         """One step of the batch adversary on the detached latents of every modality."""
         if self.batch_adversary is None:
             return
-        obs = {m: masks[m] > 0 for m in self.modalities}
-        zs = torch.cat([z[m].detach()[obs[m]] for m in self.modalities])
-        if zs.shape[0] < 2:
-            self._zero_step(self.optimizers()[3])
+        opt = self.optimizers()[3]
+        z = {m: z[m] for m in self.modalities}
+        loss = classifier_loss(self.batch_adversary, z, batch[keys.BATCH], masks)
+        if loss is None:
+            self._zero_step(opt)
             return
-        codes = torch.cat([batch[keys.BATCH][obs[m]] for m in self.modalities])
-        loss = self.batch_adversary.loss(zs, codes, fool=False)
-        self._step(self.optimizers()[3], loss)
-        self._log_train({"batch_classifier": loss}, {self.modalities[0]: zs})
+        self._step(opt, loss)
+        n = int(sum(int((masks[m] > 0).sum()) for m in self.modalities))
+        log_terms(self, "train", {"batch_classifier": loss}, n)
 
     def _group_step(self, batch: Batch) -> None:
         opt = self.optimizers()[2]
@@ -75,11 +72,11 @@ class UnitedNetSteps:
         update_enc = self.group_mode == "classification" or self.hparams["cluster_update_encoders"]
         with torch.set_grad_enabled(update_enc):
             z = self.module.encode(self._noised(x, masks), masks)
-        losses, _ = self._group_losses(z, masks, labels)
-        self._step(opt, self._group_total(losses))
+        out = self._group_loss(z, masks, labels)
+        self._step(opt, out.loss)
         self.module.normalize_heads()
-        self._track_heads(losses, labels, x, train=True)
-        self._log_train({k: v[self.module.best()] for k, v in losses.items()}, x)
+        self._track_heads(out.terms, labels, x, train=True)
+        self._log_train(self._best_head_terms(out), x)
 
     def _joint_step(self, batch: Batch) -> None:
         opt, opt_d = self.optimizers()[:2]
@@ -87,14 +84,14 @@ class UnitedNetSteps:
         labels = batch.get(keys.LABEL)
         noised = self._noised(x, masks)
         z = self.module.encode(noised, masks)
-        group, logits = self._group_losses(z, masks, labels)
-        groups = logits.detach().argmax(1)
-        losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
-        losses.update(self._fool_batch_adversary(z, masks, batch))
-        self._step(opt, self._weighted(losses) + self._group_total(group))
+        group = self._group_loss(z, masks, labels)
+        groups = group.outputs["logits"].detach().argmax(1)
+        out = self._pgc_loss(x, masks, z, batch, noised, groups)
+        fakes = out.outputs["fakes"]
+        self._step(opt, out.loss + group.loss)
         self.module.normalize_heads()
-        self._track_heads(group, labels, x, train=True)
-        self._log_train({**losses, **{k: v[self.module.best()] for k, v in group.items()}}, x)
+        self._track_heads(group.terms, labels, x, train=True)
+        self._log_train({**out.terms, **self._best_head_terms(group)}, x)
         if fakes:
             self._discriminator_step(opt_d, self._targets(x, noised), fakes, masks)
         self._batch_adversary_step(z, masks, batch)
@@ -104,11 +101,23 @@ class UnitedNetSteps:
         self._step(opt, self.hparams["discriminator_weight"] * loss)
         self._log_train({"discriminator": loss}, x)
 
-    def _group_losses(self, z, masks, labels) -> tuple[dict[str, Tensor], Tensor]:
-        hp = self.hparams
-        return self.module.group_losses(
-            z, masks, labels, self.group_mode, self.class_weights, hp["ddc_rel_sigma"]
+    def _group_loss(self, z, masks, labels) -> LossOutput:
+        """The group step's loss; its terms are the per-head losses ``(H,)``,
+        ``outputs["logits"]`` the best head's logits."""
+        per_head, logits = self.module.group_losses(
+            z, masks, labels, self.group_mode, self.class_weights, self.hparams["ddc_rel_sigma"]
         )
+        return LossOutput(self._group_total(per_head), per_head, outputs={"logits": logits})
+
+    def _best_head_terms(self, out: LossOutput) -> dict[str, Tensor]:
+        return {k: v[self.module.best()] for k, v in out.terms.items()}
+
+    def _pgc_loss(self, x, masks, z, batch: Batch, noised, groups=None) -> LossOutput:
+        """The translation step's weighted loss (with the batch adversary's fooling term);
+        ``outputs["fakes"]``: the discriminator step's detached reconstructions."""
+        terms, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
+        terms.update(self._fool_batch_adversary(z, masks, batch))
+        return LossOutput(self._weighted(terms), terms, outputs={"fakes": fakes})
 
     def _pgc_losses(self, x, masks, z, groups=None, batch: Batch | None = None, noised=None):
         """Unweighted translation-step losses of the latents ``z`` of the inputs ``x``."""
@@ -138,19 +147,12 @@ class UnitedNetSteps:
     def _zero_step(self, opt) -> None:
         """Under DDP, a step with a zero loss in place of a skipped one (every process must
         join every gradient all-reduce); nothing otherwise."""
-        trainer = getattr(self, "_trainer", None)
-        if trainer is None or trainer.world_size < 2:
-            return
-        params = [p for group in opt.param_groups for p in group["params"]]
-        self._step(opt, sum(p.sum() * 0.0 for p in params))
+        loss = zero_loss(self, optimizer_params(opt))
+        if loss is not None:
+            self._step(opt, loss)
 
     def _step(self, opt, loss: Tensor) -> None:
-        opt.zero_grad()
-        self.manual_backward(loss)
-        clip = self.deviations.gradient_clip_val
-        if clip:
-            self.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        opt.step()
+        manual_step(self, opt, loss, self.deviations.gradient_clip_val)
 
     def _weighted(self, losses: dict[str, Tensor]) -> Tensor:
         weights = {k: self.hparams[f"{k}_weight"] for k in losses}
@@ -189,13 +191,12 @@ class UnitedNetSteps:
         self._val_pgc["reconstruction"] += float(losses["reconstruction"]) * n
         self._val_pgc["n"] += n
         if self.task != "pgc_only":
-            group, _ = self._group_losses(z, masks, labels)
-            self._track_heads(group, labels, x, train=False)
-            losses.update({k: v[self.module.best()] for k, v in group.items()})
-        for k, v in losses.items():
-            self.log(f"val/{k}", v, on_step=False, on_epoch=True, batch_size=n)
+            group = self._group_loss(z, masks, labels)
+            self._track_heads(group.terms, labels, x, train=False)
+            losses.update(self._best_head_terms(group))
+        # val/loss is the best head's selection loss, logged at the epoch's end
+        log_terms(self, "val", losses, n)
 
     def _log_train(self, losses: dict[str, Tensor], x: dict[str, Tensor]) -> None:
         n = x[self.modalities[0]].shape[0]
-        for k, v in losses.items():
-            self.log(f"train/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=n)
+        log_terms(self, "train", losses, n)
