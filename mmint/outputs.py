@@ -74,7 +74,7 @@ def predict(
     both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
     device = getattr(model, "device", torch.device("cpu"))
     chunks = []
-    for batch in dm.iter_batches(both):
+    for batch in dm.iter_batches(both, sparse=bool(getattr(model, "accepts_sparse", False))):
         batch = {k: v.to(device) for k, v in batch.items()}
         chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
     x = np.concatenate(chunks) if chunks else np.zeros((0, dm.inputs[dst].shape[1]), np.float32)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -12,6 +14,8 @@ from mmint.data.spec import DataSpec
 from mmint.keys import BATCH, mask_key
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.cvqvae.module import CVQVAELoss, CVQVAEModule
+from mmint.nn.optim import adam
+from mmint.nn.sparse import csr_tensor, dense, is_sparse, scipy_csr
 
 
 class CVQVAE(IntegratorModule):
@@ -60,6 +64,8 @@ class CVQVAE(IntegratorModule):
     """
 
     name = "cvqvae"
+    #: sparse inputs come as sparse batches (used sparse with ``input_rep="pca"``)
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -125,11 +131,14 @@ class CVQVAE(IntegratorModule):
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Dense float inputs and masks per modality."""
+        """Float inputs and masks per modality: sparse inputs stay sparse into the ``pca``
+        projection, and are densified for ``features`` (the encoders read them whole and
+        they are the reconstruction targets)."""
         x, masks = {}, {}
+        keep_sparse = self.module.input_rep == "pca"
         for m in self.modalities:
             t = batch[m]
-            x[m] = (t.to_dense() if t.is_sparse else t).float()
+            x[m] = (t if keep_sparse and is_sparse(t) else dense(t)).to(self.dtype)
             if mask_key(m) in batch:
                 masks[m] = batch[mask_key(m)]
         return x, masks
@@ -142,20 +151,27 @@ class CVQVAE(IntegratorModule):
         when fitting without a datamodule.
         """
         cap = self.hparams.pca_max_cells
-        rows: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        rows: dict[str, list[Any]] = {m: [] for m in self.modalities}
         for batch in batches:
             x, masks = self._inputs(batch)
             for m in self.modalities:
                 have = sum(r.shape[0] for r in rows[m])
                 if have >= cap:
                     continue
-                keep = (masks[m] > 0.5) if m in masks else torch.ones_like(x[m][:, 0]).bool()
-                rows[m].append(x[m][keep][: cap - have].cpu())
+                n = x[m].shape[0]
+                keep = (masks[m] > 0.5) if m in masks else torch.ones(n, dtype=torch.bool)
+                picked = np.flatnonzero(keep.cpu().numpy())[: cap - have]
+                # sparse rows are gathered as scipy CSR: never densified
+                rows[m].append(scipy_csr(x[m])[picked] if is_sparse(x[m]) else x[m][picked].cpu())
             if all(sum(r.shape[0] for r in rows[m]) >= cap for m in self.modalities):
                 break
         for m in self.modalities:
             proj = self.module.projections[m]
-            proj.fit(torch.cat(rows[m]).to(proj.mean.device))
+            if rows[m] and sp.issparse(rows[m][0]):
+                fit_rows = csr_tensor(sp.vstack(rows[m], format="csr"))
+            else:
+                fit_rows = torch.cat(rows[m])
+            proj.fit(fit_rows.to(proj.mean.device))
 
     def on_fit_start(self) -> None:
         """Fit the ``pca`` projections from the training data if they are not fitted yet."""
@@ -174,7 +190,7 @@ class CVQVAE(IntegratorModule):
     # -------------------------------------------------------------- training
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over encoders and decoders (codebooks are buffers moved by EMA)."""
-        return torch.optim.Adam(
+        return adam(
             self.module.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 

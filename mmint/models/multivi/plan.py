@@ -23,6 +23,7 @@ from mmint.models.multivi.module import (
     default_sizes,
 )
 from mmint.nn.batch import BatchAdversary
+from mmint.nn.optim import adam
 
 
 def kl_warmup(epoch: int, n_epochs: int) -> float:
@@ -77,6 +78,8 @@ class MultiVI(IntegratorModule):
     """
 
     name = "multivi"
+    #: counts and binary inputs come as sparse batches (sparse first layers)
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -211,15 +214,17 @@ class MultiVI(IntegratorModule):
         """AdamW for the VAE; Adam for the batch classifier when it is on."""
         h = self.hparams
         opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(
-                self.module.parameters(), lr=h["lr"], weight_decay=h["weight_decay"], eps=h["eps"]
+            adam(
+                self.module.parameters(),
+                decoupled=True,
+                lr=h["lr"],
+                weight_decay=h["weight_decay"],
+                eps=h["eps"],
             )
         ]
         if self.adversary is not None:
             opts.append(
-                torch.optim.Adam(
-                    self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"]
-                )
+                adam(self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"])
             )
         return opts
 
@@ -232,7 +237,7 @@ class MultiVI(IntegratorModule):
         """One VAE step (ELBO + fool loss), then one classifier step on the detached latent."""
         opts = self.optimizers()
         opts = opts if isinstance(opts, list) else [opts]
-        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
+        n = len(batch[keys.INDEX]) if keys.INDEX in batch else batch[self.modalities[0]].shape[0]
         kl_weight = self.kl_weight()
         out = self.module.loss(batch, kl_weight)
         loss = out.loss
@@ -265,7 +270,7 @@ class MultiVI(IntegratorModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         """Validation ELBO (KL weight 1) plus penalty as ``val/loss``."""
-        n = len(batch[keys.INDEX]) if keys.INDEX in batch else len(batch[self.modalities[0]])
+        n = len(batch[keys.INDEX]) if keys.INDEX in batch else batch[self.modalities[0]].shape[0]
         out = self.module.loss(batch, kl_weight=1.0)
         self._log_parts("val", out, n)
 
