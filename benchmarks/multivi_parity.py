@@ -156,7 +156,7 @@ def overrides(dataset: str, seed: int, epochs: int) -> list[str]:
 
 def compose_cfg(dataset: str, seed: int, epochs: int):
     from mmint.cli import compose
-    from mmint.fit import plain
+    from mmint.config import plain
 
     return plain(compose("fit", overrides(dataset, seed, epochs)))
 
@@ -214,39 +214,6 @@ def child_mmint(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str
 
 
 # ============================================================================ scvi-tools fit (child)
-def build_mudata(dm):
-    """MuData of the same cells and features mmint's model sees: raw RNA counts, binarised
-    ATAC (mmint's binary input), raw ADT counts; the batch in the RNA modality's obs."""
-    import anndata as ad
-    import mudata as md
-    import pandas as pd
-    import scipy.sparse as sp
-
-    md.set_options(pull_on_update=False)
-    names = dm.data.names.astype(str)
-    batch = pd.Categorical(np.asarray(dm.batch_names)[dm.batch_codes])
-    mods, roles = {}, {}
-    for m, mod in dm.data.modalities.items():
-        raw = dm.transforms[m].select(mod.x)
-        x = sp.csr_matrix(raw, dtype=np.float32)
-        if mod.kind == "binary":
-            x = (x > 0).astype(np.float32)
-            roles["atac_layer"] = m
-        elif mod.kind == "counts" and dm.transform_names[m] == "clr":
-            roles["protein_layer"] = m
-        elif mod.kind == "counts":
-            roles["rna_layer"] = m
-        else:
-            raise ValueError(f"MULTIVI cannot take the continuous modality {m!r}")
-        feats = np.asarray(mod.var_names)[dm.transforms[m].features].astype(str)
-        a = ad.AnnData(X=x, obs=pd.DataFrame(index=names), var=pd.DataFrame(index=feats))
-        if roles.get("rna_layer") == m:
-            a.obs["batch"] = batch
-        mods[m] = a
-    mdata = md.MuData(mods)
-    return mdata, roles
-
-
 class ScviAdapter(Integrator):
     """scvi-tools' MULTIVI as an mmint Integrator: precomputed rows looked up by index.
 
@@ -293,70 +260,6 @@ class ScviAdapter(Integrator):
         return None
 
 
-def scvi_predictions(model, roles: dict[str, str], cells: np.ndarray, batch_size: int = 256):
-    """Cross-modal predictions of every (src, dst) from ``src`` alone: the other modality's
-    counts are zeroed so MULTIVI treats it as missing (its mask is ``row sum > 0``), then the
-    generative outputs at the posterior mean (``use_z_mean=True``) are converted to mmint's
-    model-input spaces:
-
-    - RNA: ``px_scale`` (per-cell proportions, softmax over genes) -> ``log1p(1e4 * p)``
-      (mmint's ``lognorm``; the same conversion mmint's decoder uses);
-    - ATAC: ``p * sigmoid(region_factors)`` (the probability MULTIVI's likelihood gives an
-      observed peak, without the cell's own accessibility factor, which the source modality
-      does not give; mmint's decoder uses its region factors too); ``p`` alone (scvi-tools'
-      ``get_normalized_accessibility`` default) is kept as ``atac_noregion``;
-    - ADT: expected counts of the background/foreground mixture at the background's median
-      rate, ``pi * exp(back_alpha) + (1 - pi) * exp(back_alpha) * fore_scale`` with
-      ``pi = sigmoid(mixing)`` -> ``log1p``, centred per cell (mmint's ``clr``).
-    """
-    import torch
-    from scvi import REGISTRY_KEYS
-
-    key_of = {
-        "rna_layer": REGISTRY_KEYS.X_KEY,
-        "atac_layer": REGISTRY_KEYS.ATAC_X_KEY,
-        "protein_layer": REGISTRY_KEYS.PROTEIN_EXP_KEY,
-    }
-    mod_key = {m: key_of[r] for r, m in roles.items()}
-    kind_of = {m: r for r, m in roles.items()}
-    module = model.module
-    module.eval()
-    region = (
-        torch.sigmoid(module.region_factors).detach()
-        if getattr(module, "region_factors", None) is not None
-        else None
-    )
-    out: dict[tuple[str, str], list[np.ndarray]] = {}
-    loader = model._make_data_loader(adata=model.adata, indices=cells, batch_size=batch_size)
-    with torch.inference_mode():
-        for tensors in loader:
-            for src in mod_key:
-                t = dict(tensors)
-                for other, k in mod_key.items():
-                    if other != src:
-                        t[k] = torch.zeros_like(t[k])
-                _, gen = module.forward(
-                    tensors=t, generative_kwargs={"use_z_mean": True}, compute_loss=False
-                )
-                for dst in mod_key:
-                    role = kind_of[dst]
-                    if role == "rna_layer":
-                        y = torch.log1p(gen["px_scale"] * 1e4)
-                    elif role == "atac_layer":
-                        p = gen["p"]
-                        out.setdefault((src, dst + "_noregion"), []).append(p.numpy().copy())
-                        y = p * region if region is not None else p
-                    else:
-                        py = gen["py_"]
-                        back = torch.exp(py["back_alpha"])
-                        pi = torch.sigmoid(py["mixing"])
-                        mean = pi * back + (1 - pi) * back * py["fore_scale"]
-                        y = torch.log1p(mean)
-                        y = y - y.mean(-1, keepdim=True)
-                    out.setdefault((src, dst), []).append(y.numpy().copy())
-    return {k: np.concatenate(v) for k, v in out.items()}
-
-
 def child_scvi(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str, Any]:
     """scvi-tools' MULTIVI on mmint's training cells, scored through mmint's evaluate."""
     import scvi
@@ -367,6 +270,8 @@ def child_scvi(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str,
     from mmint.fit import build_datamodule, versions
     from mmint.io import write_json
     from mmint.metrics.prediction import auroc as auroc_fn
+    from mmint.models.scvi_tools.data import build_mudata  # as mmint's scvi_multivi
+    from mmint.models.scvi_tools.predict import multivi_generate, predictions
 
     torch.set_num_threads(1)
     scvi.settings.num_threads = 1
@@ -424,7 +329,7 @@ def child_scvi(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str,
         for r, m in roles.items()
     }
     test = dm.cells("test")
-    pred = scvi_predictions(model, roles, test)
+    pred = predictions(model, roles, test, multivi_generate)
     adapter = ScviAdapter(dm.spec, joint, latents, pred, test, dm.data.n_cells)
     scores = evaluate(adapter, dm, "test", scib=True, kbet=False, leiden=True, seed=seed)
     extra: dict[str, Any] = {}

@@ -59,7 +59,7 @@ PARTS = [
 def config(model: str, epochs: int) -> dict[str, Any]:
     """The fit's config: MultiVI with MULTIVI's parity settings, CVQVAE with its own config."""
     from mmint.cli import compose
-    from mmint.fit import plain
+    from mmint.config import plain
 
     if model == "multivi":
         import multivi_parity as mp

@@ -222,7 +222,7 @@ def snare_config(model_name: str, epochs: int) -> dict[str, Any]:
     """The fit config of a SNARE-seq row: MULTIVI's settings for ``multivi`` (as the parity
     benchmark), the model's own config for ``cvqvae``; seed 0, one thread."""
     from mmint.cli import compose
-    from mmint.fit import plain
+    from mmint.config import plain
 
     if model_name == "multivi":
         from multivi_parity import compose_cfg

@@ -184,7 +184,7 @@ def mmint_config(dataset: str, variant: str) -> tuple[dict, dict, str]:
     """The composed fit config, the model's hyper-parameters (preset + variant) and their
     hash (seed and group count are set per run)."""
     from mmint.cli import compose
-    from mmint.fit import plain
+    from mmint.config import plain
 
     cfg = plain(compose("fit", [f"data={dataset}", f"model={_preset(dataset)}", "logger=none"]))
     hp = {k: v for k, v in cfg["model"].items() if k not in ("name", "max_epochs")}

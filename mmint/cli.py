@@ -1,4 +1,4 @@
-"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain> [hydra overrides]``.
+"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain|predict> [hydra overrides]``.
 
 Hydra composes the config here and only here; the library takes plain dicts. Bad input
 exits 2 with one line ``error: <what> (<where>) - <how to fix>`` on stderr, no traceback.
@@ -13,7 +13,7 @@ from typing import Any
 
 from mmint.errors import InputError
 
-COMMANDS = ("validate", "fit", "benchmark", "explain")
+COMMANDS = ("validate", "fit", "benchmark", "explain", "predict")
 USAGE = """usage: mmint <command> [key=value ...]
 
 commands:
@@ -21,6 +21,8 @@ commands:
   fit        fit one model on one dataset and write a run directory
   benchmark  run a suite of fits and write results.csv, report.md and plots
   explain    SHAP relevance analysis of a run directory
+  predict    apply a run to new cells (its fitted transforms and model): latents, groups,
+             cross-modal predictions
 
 options (Hydra's, anywhere on the line):
   -m, --multirun        sweep: seed=0,1,2 model=multivi,cvqvae (hydra/launcher=submitit_local
@@ -33,6 +35,7 @@ examples:
   mmint validate data=custom 'data.paths={rna: a.h5ad, atac: b.h5ad}' 'data.kinds={rna: counts, atac: binary}'
   mmint fit model=unitednet data=synthetic seed=1 logger=csv
   mmint benchmark suite=quick
+  mmint predict run=runs/unitednet/synthetic/<time> data=custom 'data.paths={rna: new_rna.h5ad, atac: new_atac.h5ad}' 'data.kinds={rna: counts, atac: binary}'
 """
 
 
@@ -43,7 +46,7 @@ def fail(err: InputError | str, code: int = 2) -> None:
 
 
 def _config_dir() -> str:
-    from mmint.data.registry import config_dir
+    from mmint.config import config_dir
 
     return str(config_dir())
 
@@ -78,9 +81,31 @@ def compose(command: str, overrides: list[str]) -> Any:
         return hydra_compose("config", overrides=[f"command={command}", *overrides])
 
 
+def compose_run(overrides: list[str]) -> dict[str, Any]:
+    """A fit's config as a resolved plain dict (root config + ``overrides``), exactly as
+    ``mmint fit <overrides>`` gets it: what the benchmark runner is given to compose its runs.
+
+    Works inside ``hydra.main`` (``mmint benchmark``) and outside it (library, tests).
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from mmint.config import plain
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose as hydra_compose
+
+        cfg = hydra_compose("config", overrides=overrides)
+    else:
+        cfg = compose("fit", overrides)
+    out = plain(cfg)
+    out.pop("hydra", None)
+    return out
+
+
 def validate(cfg: Any) -> str:
     """Load the dataset and build the split exactly as ``fit`` does; return the summary."""
-    from mmint.fit import build_datamodule, plain
+    from mmint.config import plain
+    from mmint.fit import build_datamodule
 
     cfg = plain(cfg)
     dm = build_datamodule(cfg, batch_size=int(cfg["model"].get("batch_size", 128)))
@@ -216,16 +241,31 @@ def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
     return run
 
 
-def _command_module(command: str) -> Callable[[Any], None]:
-    import importlib
+def _benchmark_task(cfg: Any) -> None:
+    from mmint.benchmark.cli import main as benchmark
 
-    try:
-        module = importlib.import_module(f"mmint.{command}.cli")
-    except ModuleNotFoundError as err:
-        if err.name and err.name.startswith(f"mmint.{command}"):
-            fail(f"the '{command}' command is not available in this version of mmint", code=1)
-        raise
-    return module.main
+    benchmark(cfg, compose=compose_run)
+
+
+def _explain_task(cfg: Any) -> None:
+    from mmint.explain.cli import main as explain
+
+    explain(cfg)
+
+
+def _predict_task(cfg: Any) -> None:
+    from mmint.predict import main as predict
+
+    predict(cfg)
+
+
+#: what each command runs under ``hydra.main`` (``validate`` composes without it)
+TASKS: dict[str, Callable[[Any], None]] = {
+    "fit": _fit_task,
+    "benchmark": _benchmark_task,
+    "explain": _explain_task,
+    "predict": _predict_task,
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     _, overrides = split_hydra_flags(rest)
     try:
+        _config_dir()  # an install without its config tree: one error line, not Hydra's
         _check_group_choices(overrides)
         if command == "benchmark" and not any(
             a.split("=")[0] in ("suite", "+suite") for a in overrides
@@ -253,14 +294,22 @@ def main(argv: list[str] | None = None) -> None:
                 "mmint benchmark",
                 f"pass suite=<name>, one of: {', '.join(suites)}",
             )
+        if command == "predict" and not any(
+            a.split("=")[0] in ("data", "+data") for a in overrides
+        ):
+            raise InputError(
+                "no data given",
+                "mmint predict",
+                "pass data=<dataset> or data=custom 'data.paths={...}' 'data.kinds={...}'",
+            )
         if command == "validate":
             print(validate(compose(command, overrides)))
             return
     except InputError as err:
         fail(err)
-    task = _fit_task if command == "fit" else _command_module(command)
-    if command == "explain" and not any(a.startswith("hydra.run.dir=") for a in rest):
-        # explain writes into the given run directory: no timestamped Hydra folder of its own
+    task = TASKS[command]
+    if command in ("explain", "predict") and not any(a.startswith("hydra.run.dir=") for a in rest):
+        # these write into the given run directory: no timestamped Hydra folder of their own
         rest = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=stdout", *rest]
     _hydra_main(task, command, rest)
 

@@ -4,7 +4,7 @@ Lightning's own DDP launcher re-runs the command line (``sys.argv``) in every ch
 That breaks for ``mmint fit`` (the console script rewrites ``sys.argv`` for Hydra, so the
 children got ``python3 '.../mmint fit'``), would re-run a whole suite inside
 ``mmint benchmark``, and would re-run pytest in a test. Here the parent starts
-``python -m mmint.distributed <launch file> <rank>`` for ranks 1..n-1; every process builds the
+``python -m mmint.ddp_rank <launch file> <rank>`` for ranks 1..n-1; every process builds the
 same data module and model from the same config and joins the same process group, and only
 rank 0 goes on to evaluate and write the run directory.
 
@@ -20,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -241,7 +240,7 @@ def launch(plan: DDPPlan, cfg: dict[str, Any], run_dir: Path, ckpt_path: str | N
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         plan.children.append(
             subprocess.Popen(
-                [sys.executable, "-m", "mmint.distributed", str(launch_file), str(rank)],
+                [sys.executable, "-m", "mmint.ddp_rank", str(launch_file), str(rank)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -314,40 +313,3 @@ def mark_ready(plan: DDPPlan) -> None:
     """Tell rank 0 that this started process is ready to join the process group."""
     assert plan.folder is not None
     (plan.folder / f"ready.{plan.rank}").write_text(str(os.getpid()))
-
-
-def _exit_with_parent(parent: int) -> None:
-    """Leave when rank 0 is gone (killed), instead of waiting in a collective for ever."""
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(3)
-            time.sleep(1.0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _child_main(argv: list[str]) -> None:
-    launch_file, rank = Path(argv[0]), int(argv[1])
-    payload = json.loads(launch_file.read_text())
-    _exit_with_parent(int(payload["parent"]))
-    plan = DDPPlan(
-        payload["world_size"],
-        payload["find_unused_parameters"],
-        payload["timeout_s"],
-        rank=rank,
-        port=payload["port"],
-        folder=launch_file.parent,
-    )
-    from mmint.fit import train_rank
-
-    try:
-        train_rank(payload["cfg"], Path(payload["run_dir"]), plan, payload["ckpt_path"])
-    except Exception as err:  # noqa: BLE001 - one line for rank 0 to report
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1:])

@@ -37,6 +37,8 @@ class Outputs:
     latents: dict[str, np.ndarray]
     groups: np.ndarray | None
     prediction: dict[str, dict[str, PredictionAccumulator]] = field(default_factory=dict)
+    #: extra score keys a whole-set model reports for these cells (e.g. WNN modality weights)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _eval_mode(model: Integrator) -> bool:
@@ -56,7 +58,10 @@ def collect(
 ) -> Outputs:
     """Run the model over ``cells`` batch by batch; stream cross-modal predictions into
     accumulators (each in dst's model-input space, on cells that have both modalities) so a
-    large ATAC modality is never densified whole."""
+    large ATAC modality is never densified whole. A whole-set model (one with
+    ``embed_cells``, see ``contracts.md``) gives everything for ``cells`` at once instead."""
+    if hasattr(model, "embed_cells"):
+        return model.embed_cells(dm, cells, translations=translations, pairs=pairs)
     was_training = _eval_mode(model)
     mods = dm.modalities
     pairs = pairs if pairs is not None else [(s, d) for s in mods for d in mods]
@@ -255,16 +260,30 @@ def evaluate(
     """All score keys of ``metrics.json`` for ``cells`` (``test`` by default)."""
     idx = dm.cells(cells)
     out = collect(model, dm, idx)
-    need_train = dm.data.classes() is not None or dm.split_config.get("kind") == "holdout_batch"
+    skip = not_applicable(model)
+    holdout = dm.split_config.get("kind") == "holdout_batch"
+    need_train = (dm.data.classes() is not None and "ari_class" not in skip) or (
+        holdout and "transfer_accuracy" not in skip
+    )
     train_out = collect(model, dm, dm.cells("train"), translations=False) if need_train else None
     res: dict[str, Any] = {"scored_on": cells}
     res.update(group_scores(out, dm, train_out, leiden=leiden, seed=seed))
     res.update(prediction_scores(out))
     res.update(alignment_scores(out, dm, seed=seed))
-    if dm.split_config.get("kind") == "holdout_batch" and train_out is not None:
+    if holdout and train_out is not None:
         res.update(transfer_scores_for(out, dm, train_out, model))
     res["scib"] = scib_block(out, dm, kbet=kbet, seed=seed) if scib else None
+    res.update(out.extra)
+    # metrics that do not apply are null, with the reason (contracts: not_applicable)
+    for key in skip:
+        res[key] = None
+    res["not_applicable"] = skip
     return res
+
+
+def not_applicable(model: Integrator) -> dict[str, str]:
+    """``{metric: reason}`` for the metrics that do not apply to ``model`` (may be empty)."""
+    return dict(getattr(model, "not_applicable", None) or {})
 
 
 def quick_scores(model: Integrator, dm: PairedDataModule, cells: np.ndarray, seed: int = 0) -> dict:

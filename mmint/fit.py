@@ -7,6 +7,7 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import time
@@ -23,6 +24,7 @@ from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
+from mmint.config import plain
 from mmint.data import PairedDataModule, load_dataset
 from mmint.distributed import (
     DDPPlan,
@@ -42,6 +44,7 @@ from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
+from mmint.outputs import write_outputs
 from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
@@ -67,15 +70,6 @@ RUN_PRODUCTS = (
     "predictions",
     "curves.csv",
 )
-
-
-def plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A resolved plain-dict copy of a dict or OmegaConf config."""
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    return json.loads(json.dumps(cfg, default=str))
 
 
 def config_hash(cfg: Mapping[str, Any]) -> str:
@@ -159,8 +153,11 @@ def _split_model_config(model_cfg: Mapping[str, Any]) -> tuple[str, int | None, 
     return name, max_epochs, batch_size, cfg
 
 
-def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModule:
-    """Load the dataset of ``cfg['data']`` and set up its data module (split by ``cfg['seed']``)."""
+def build_datamodule(
+    cfg: Mapping[str, Any], batch_size: int, state: Mapping[str, Any] | None = None
+) -> PairedDataModule:
+    """Load the dataset of ``cfg['data']`` and set up its data module (split by ``cfg['seed']``);
+    with ``state`` (a checkpoint's data-module state) its transforms are the checkpoint's."""
     data_cfg = cfg["data"]
     dm = PairedDataModule(
         load_dataset(data_cfg),
@@ -170,6 +167,8 @@ def build_datamodule(cfg: Mapping[str, Any], batch_size: int) -> PairedDataModul
         transforms=data_cfg.get("transforms"),
         n_top_features=data_cfg.get("n_top_features"),
     )
+    if state:
+        dm.load_state_dict(dict(state))
     dm.setup()
     return dm
 
@@ -297,10 +296,17 @@ def _setup(cfg: dict) -> tuple[str, int | None, dict, PairedDataModule, Integrat
     seed = int(cfg.get("seed", 0))
     if cfg.get("trainer", {}).get("num_threads"):
         torch.set_num_threads(int(cfg["trainer"]["num_threads"]))
+        # numpy / scipy BLAS as well (MOFA+, kernel ridge, PCA): oversubscribed BLAS threads
+        # were 4x slower on the shared 2-core machine
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(cfg["trainer"]["num_threads"]))
     L.seed_everything(seed, workers=True, verbose=False)
     name, max_epochs, batch_size, hparams = _split_model_config(cfg["model"])
     dm = build_datamodule(cfg, batch_size)
     L.seed_everything(seed, workers=True, verbose=False)
+    if max_epochs is not None and "max_epochs" in inspect.signature(model_class(name)).parameters:
+        hparams["max_epochs"] = int(max_epochs)  # models that train inside another tool
     model = build_model(name, dm.spec, **hparams)
     return name, max_epochs, hparams, dm, model
 
@@ -443,6 +449,8 @@ def _fit(
                 "cells_per_second": None,
                 "world_size": 1,
             }
+            # models that train in epochs inside an external tool (scvi-tools) report them
+            cost.update(getattr(model, "fit_cost", None) or {})
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
         scores = evaluate(
@@ -472,9 +480,11 @@ def _fit(
             "peak_rss_mb": peak_rss_mb(),
             **cost,
         }
+        if getattr(best, "model_info", None):
+            metrics["model_info"] = best.model_info
         metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
         metrics["status"], metrics["error"] = "ok", None
-        _write_outputs(best, dm, run_dir)
+        write_outputs(best, dm, run_dir, dm.cells("test"))
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
             lg.log_metrics(
@@ -549,22 +559,3 @@ def result_warnings(metrics: Mapping[str, Any], dm: PairedDataModule) -> list[st
             f"(worst {s}->{d}: {v:.3g}); predictions are much worse than the mean"
         )
     return out
-
-
-def _write_outputs(model: Integrator, dm: PairedDataModule, run_dir: Path) -> None:
-    from mmint.outputs import predict, to_mudata
-
-    mdata = to_mudata(model, dm)
-    tmp = run_dir / ".outputs.h5mu.tmp"
-    mdata.write(tmp)
-    tmp.replace(run_dir / "outputs.h5mu")
-    pred_dir = run_dir / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    test = dm.cells("test")
-    for src in dm.modalities:
-        for dst in dm.modalities:
-            if src != dst:
-                a = predict(model, dm, src, dst, test)
-                tmp = pred_dir / f".{src}_to_{dst}.h5ad.tmp"
-                a.write_h5ad(tmp)
-                tmp.replace(pred_dir / f"{src}_to_{dst}.h5ad")

@@ -1,7 +1,10 @@
 """AnnData / MuData views of a fitted model: latents in ``obsm``, groups in ``obs``,
-cross-modal predictions as AnnData (the scverse-style user API)."""
+cross-modal predictions as AnnData (the scverse-style user API), and the files a run (or a
+prediction on new cells) writes from them."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -74,9 +77,14 @@ def predict(
     both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
     device = getattr(model, "device", torch.device("cpu"))
     chunks = []
-    for batch in dm.iter_batches(both, sparse=bool(getattr(model, "accepts_sparse", False))):
-        batch = {k: v.to(device) for k, v in batch.items()}
-        chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
+    if hasattr(model, "predict_cells"):  # a whole-set model (contracts: embed_cells)
+        if len(both):
+            chunks = [np.asarray(model.predict_cells(dm, src, dst, both), dtype=np.float32)]
+    else:
+        sparse = bool(getattr(model, "accepts_sparse", False))
+        for batch in dm.iter_batches(both, sparse=sparse):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
     x = np.concatenate(chunks) if chunks else np.zeros((0, dm.inputs[dst].shape[1]), np.float32)
     feats = dm.data.modalities[dst].var_names[dm.transforms[dst].features].astype(str)
     obs = pd.DataFrame(index=dm.data.names[both].astype(str))
@@ -84,3 +92,29 @@ def predict(
     a.layers["observed"] = dm.inputs[dst][both]
     a.uns["mmint"] = {"model": model.name, "src": src, "dst": dst, "space": dm.transform_names[dst]}
     return a
+
+
+def write_outputs(
+    model: Integrator, dm: PairedDataModule, folder: str | Path, prediction_cells: np.ndarray
+) -> list[Path]:
+    """Write ``outputs.h5mu`` (every cell of ``dm``, :func:`to_mudata`) and
+    ``predictions/<src>_to_<dst>.h5ad`` for ``prediction_cells`` into ``folder``, each file
+    atomically; return their paths."""
+    folder = Path(folder)
+    pred_dir = folder / "predictions"
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    written = [folder / "outputs.h5mu"]
+    tmp = folder / ".outputs.h5mu.tmp"
+    to_mudata(model, dm).write(tmp)
+    tmp.replace(written[0])
+    if not getattr(model, "translates", True):  # e.g. totalVI / scANVI adapters: no translations
+        return written
+    for src in dm.modalities:
+        for dst in dm.modalities:
+            if src != dst:
+                path = pred_dir / f"{src}_to_{dst}.h5ad"
+                tmp = pred_dir / f".{path.name}.tmp"
+                predict(model, dm, src, dst, prediction_cells).write_h5ad(tmp)
+                tmp.replace(path)
+                written.append(path)
+    return written

@@ -16,7 +16,7 @@ from typing import Any
 from mmint.benchmark.grid import Suite, expand, passthrough
 from mmint.benchmark.plots import make_plots
 from mmint.benchmark.report import ReportOptions, build_report, summary_table
-from mmint.benchmark.runner import SuiteRun, run_suite
+from mmint.benchmark.runner import Compose, SuiteRun, run_suite
 from mmint.io import atomic_write
 from mmint.runlock import folder_lock
 
@@ -28,13 +28,16 @@ def run_benchmark(
     logger_kind: str = "csv",
     project: str = "mmint",
     echo: Callable[[str], None] = print,
+    *,
+    compose: Compose,
 ) -> SuiteRun:
     """Run ``suite`` into ``suite_dir`` and write its results, plots, report and (with
     ``logger_kind='wandb'``) the ``suite-summary`` W&B run. The folder is held by this process
-    meanwhile (:mod:`mmint.runlock`): a second suite on it is refused."""
+    meanwhile (:mod:`mmint.runlock`): a second suite on it is refused. ``compose`` turns a
+    run's overrides into its config (:func:`mmint.cli.compose_run`)."""
     suite_dir = Path(suite_dir)
     with folder_lock(suite_dir, "mmint benchmark"):
-        return _run_benchmark(suite, suite_dir, base_overrides, logger_kind, project, echo)
+        return _run_benchmark(suite, suite_dir, base_overrides, logger_kind, project, echo, compose)
 
 
 def _run_benchmark(
@@ -44,9 +47,10 @@ def _run_benchmark(
     logger_kind: str,
     project: str,
     echo: Callable[[str], None],
+    compose: Compose,
 ) -> SuiteRun:
     echo(f"suite {suite.name}: {len(expand(suite, base_overrides))} runs -> {suite_dir}")
-    done = run_suite(suite, suite_dir, base_overrides, echo=echo)
+    done = run_suite(suite, suite_dir, base_overrides, echo=echo, compose=compose)
     table = done.table
     plots = make_plots(table, suite_dir, umap=suite.umap, echo=echo)
     opts = ReportOptions(
@@ -54,7 +58,7 @@ def _run_benchmark(
         reference=suite.reference or "default",
         floor=suite.floor,
         single_task_variants=suite.single_task_variants,
-        notes=done.notes,
+        notes=[*done.notes, *suite.skip_notes()],
         description=suite.description,
     )
     text = build_report(table, opts)
@@ -82,8 +86,9 @@ def _run_benchmark(
     return done
 
 
-def main(cfg: Any) -> None:
-    """The ``benchmark`` command (called by :mod:`mmint.cli` under ``hydra.main``)."""
+def main(cfg: Any, compose: Compose) -> None:
+    """The ``benchmark`` command (called by :mod:`mmint.cli` under ``hydra.main``, which
+    passes its ``compose`` for the runs' configs)."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
@@ -104,6 +109,7 @@ def main(cfg: Any) -> None:
         keep,
         logger_kind=logger.get("kind", "csv"),
         project=logger.get("project", "mmint"),
+        compose=compose,
     )
     table = done.table
     print(

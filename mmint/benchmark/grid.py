@@ -1,9 +1,9 @@
 """A suite's grid: models x datasets x seeds x variants -> one run (name, overrides) each.
 
 A suite is ``configs/suite/<name>.yaml`` (the ``suite`` node of the composed config) or a
-plain dict with the same keys; see ``docs/benchmark.md``. Each run's config is composed from
-the root config with Hydra's compose API and the run's overrides, exactly as
-``mmint fit <overrides>`` would compose it.
+plain dict with the same keys; see ``docs/benchmark.md``. A run is its overrides: the entry
+point (:func:`mmint.cli.compose_run`) composes each into the config ``mmint fit <overrides>``
+would get; nothing here composes.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmint.config import config_dir, plain
 from mmint.errors import InputError
 
 #: override keys the grid sets itself; dropped (with a note) from the command line's overrides
@@ -41,6 +42,8 @@ class Suite:
     umap: bool = True
     single_task_variants: list[str] = field(default_factory=list)
     description: str = ""
+    #: model -> {dataset: why} pairs the grid leaves out (a model that cannot take the data)
+    skip: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -62,8 +65,6 @@ class Suite:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> Suite:
         """Build from the composed ``suite`` node (DictConfig or dict)."""
-        from mmint.fit import plain
-
         if not cfg:
             raise InputError(
                 "no suite given",
@@ -91,7 +92,20 @@ class Suite:
             umap=bool(c.get("umap", True)),
             single_task_variants=[str(v) for v in _as_list(c.get("single_task_variants") or [])],
             description=str(c.get("description") or ""),
+            skip={
+                str(m): {str(d): str(why) for d, why in (pairs or {}).items()}
+                for m, pairs in (c.get("skip") or {}).items()
+            },
         )
+
+    def skip_notes(self) -> list[str]:
+        """One report note per pair the grid leaves out (``suite.skip``)."""
+        return [
+            f"not run: `{m}` on `{d}` ({why})"
+            for m, pairs in self.skip.items()
+            for d, why in pairs.items()
+            if d in self.datasets and m in self.all_models
+        ]
 
     @property
     def all_models(self) -> list[str]:
@@ -135,6 +149,8 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
     runs = []
     for data in suite.datasets:
         for model in suite.all_models:
+            if data in suite.skip.get(model, {}):
+                continue
             variants = {"default": []} if model in suite.floor else suite.variants
             for variant, var_overrides in variants.items():
                 for seed in suite.seeds:
@@ -154,28 +170,6 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
                     ]
                     runs.append(RunSpec(model, data, int(seed), variant, dedupe(ov)))
     return runs
-
-
-def compose_run(overrides: list[str]) -> dict[str, Any]:
-    """The run's config as a resolved plain dict (root config + ``overrides``), as ``mmint fit``.
-
-    Works inside ``hydra.main`` (``mmint benchmark``) and outside it (library, tests).
-    """
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mmint.fit import plain
-
-    if GlobalHydra.instance().is_initialized():
-        from hydra import compose
-
-        cfg = compose("config", overrides=overrides)
-    else:
-        from mmint.cli import compose as cli_compose
-
-        cfg = cli_compose("fit", overrides)
-    out = plain(cfg)
-    out.pop("hydra", None)
-    return out
 
 
 def override_key(item: str) -> str:
@@ -245,8 +239,6 @@ def format_value(value: Any) -> str:
 
 def suite_names() -> list[str]:
     """Names of the suites in ``configs/suite``."""
-    from mmint.data.registry import config_dir
-
     return sorted(p.stem for p in (config_dir() / "suite").glob("*.yaml"))
 
 

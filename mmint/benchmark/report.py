@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +36,12 @@ LABELS = {
     "fit_seconds": "fit s",
     "ari_class": "ARI (class)",
     "n_groups": "groups",
+    "transfer_accuracy": "transfer acc.",
+    "transfer_macro_f1": "transfer macro-F1",
 }
+#: metrics shown after the headline ones when a run has them
+EXTRA = ["ari_class", "transfer_accuracy", "transfer_macro_f1"]
+NA = "n/a"
 #: metrics that enter the mean rank (quality, not cost)
 RANKED = [m for m in HEADLINE if m != "fit_seconds"]
 #: metrics of the paired (ablation) comparisons
@@ -93,7 +99,7 @@ def aggregate(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.D
     """Mean and sd (ddof 1) over seeds per dataset/model/variant: columns ``<metric>_mean``,
     ``<metric>_sd`` and ``n`` (runs)."""
     ok = ok_rows(table)
-    metrics = metrics_present(ok, list(metrics or [*HEADLINE, "ari_class", "n_groups"]))
+    metrics = metrics_present(ok, list(metrics or [*HEADLINE, *EXTRA, "n_groups"]))
     if ok.empty:
         return pd.DataFrame(columns=[*GROUP, "n"])
     values = ok[GROUP + metrics].copy()
@@ -104,7 +110,42 @@ def aggregate(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.D
     for m in metrics:
         out[f"{m}_mean"] = grouped[m].mean()
         out[f"{m}_sd"] = grouped[m].std(ddof=1)
+        # the metric does not apply to the model (metrics.json not_applicable)
+        na = ok[na_column(m)].fillna("").astype(str) != "" if na_column(m) in ok else None
+        out[f"{m}_na"] = (
+            na.groupby([ok[g] for g in GROUP], sort=False).any() if na is not None else False
+        )
     return out.reset_index()
+
+
+def na_column(metric: str) -> str:
+    """The ``results.csv`` column holding why ``metric`` does not apply (``r2_cross`` -> r2's,
+    ``scib.total`` -> scib's)."""
+    key = "r2" if metric == "r2_cross" else metric.split(".")[0]
+    return f"not_applicable.{key}"
+
+
+def cell(r: pd.Series, metric: str, digits: int = 3) -> str:
+    """``mean ± sd`` of a metric in an aggregated row, ``n/a`` where it does not apply."""
+    mean = r.get(f"{metric}_mean")
+    if (mean is None or not np.isfinite(mean)) and bool(r.get(f"{metric}_na", False)):
+        return NA
+    return fmt_pm(mean, r.get(f"{metric}_sd"), digits)
+
+
+def not_applicable_notes(table: pd.DataFrame) -> list[str]:
+    """One note per model and reason: which metrics do not apply to it and why."""
+    ok = ok_rows(table)
+    cols = [c for c in ok.columns if c.startswith("not_applicable.")]
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for _, r in ok.drop_duplicates("model").iterrows():
+        for c in cols:
+            if isinstance(r[c], str) and r[c]:
+                reasons.setdefault((r["model"], r[c]), []).append(c.split(".", 1)[1])
+    return [
+        f"`{NA}` for `{model}`: {', '.join(metrics)}: {why}."
+        for (model, why), metrics in reasons.items()
+    ]
 
 
 def ranks(agg: pd.DataFrame, metrics: Sequence[str] = RANKED) -> pd.Series:
@@ -124,7 +165,8 @@ def ranks(agg: pd.DataFrame, metrics: Sequence[str] = RANKED) -> pd.Series:
 def t_interval(
     values: Sequence[float], level: float = 0.95
 ) -> tuple[float, float, float, float, int]:
-    """``(mean, sd, low, high, n)`` of ``values`` with a Student-t interval (NaN for n < 2)."""
+    """``(mean, sd, low, high, n)`` of ``values`` with the one-sample Student-t interval of
+    :func:`scipy.stats.ttest_1samp` (NaN for n < 2); missing values are left out."""
     from scipy import stats
 
     x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
@@ -134,9 +176,10 @@ def t_interval(
     mean = float(x.mean())
     if n < 2:
         return mean, math.nan, math.nan, math.nan, n
-    sd = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half, n
+    with warnings.catch_warnings():  # identical values: a zero-width interval, no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
+    return mean, float(x.std(ddof=1)), float(ci.low), float(ci.high), n
 
 
 def paired_differences(
@@ -206,10 +249,10 @@ def fmt_signed(value: float, digits: int = 3) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    """A GitHub markdown table of preformatted cells (pandas' ``to_markdown``, cells kept as
+    written: no re-parsing of numbers)."""
+    table = pd.DataFrame([[str(c) for c in r] for r in rows], columns=list(header))
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def _digits(metric: str) -> int:
@@ -247,9 +290,9 @@ def summary_table(table: pd.DataFrame, floor: Sequence[str] = ("pca",)) -> str:
                 r["data"],
                 r["model"],
                 r["variant"],
-                fmt_pm(r.get("ari_mean"), r.get("ari_sd")),
-                fmt_pm(r.get("r2_cross_mean"), r.get("r2_cross_sd")),
-                fmt_pm(r.get("foscttm_mean"), r.get("foscttm_sd")),
+                cell(r, "ari"),
+                cell(r, "r2_cross"),
+                cell(r, "foscttm"),
                 fmt_signed(above),
                 fmt(r["rank"], 0),
                 str(int(r["n"])),
@@ -274,7 +317,7 @@ def dataset_section(agg: pd.DataFrame, data: str, floor: Sequence[str]) -> str:
     sub = agg[agg["data"] == data].copy()
     sub = sub.sort_values("ari_mean" if "ari_mean" in sub else "n", ascending=False, kind="stable")
     metrics = [
-        m for m in [*HEADLINE, "ari_class"] if f"{m}_mean" in sub and sub[f"{m}_mean"].notna().any()
+        m for m in [*HEADLINE, *EXTRA] if f"{m}_mean" in sub and sub[f"{m}_mean"].notna().any()
     ]
     fl = _floor_row(agg, data, floor)
     header = ["model", "variant", *[LABELS.get(m, m) for m in metrics], "groups", "rank"]
@@ -284,7 +327,7 @@ def dataset_section(agg: pd.DataFrame, data: str, floor: Sequence[str]) -> str:
     rows = []
     for _, r in sub.iterrows():
         row = [r["model"], r["variant"]]
-        row += [fmt_pm(r[f"{m}_mean"], r[f"{m}_sd"], _digits(m)) for m in metrics]
+        row += [cell(r, m, _digits(m)) for m in metrics]
         ng = r.get("n_groups_mean", np.nan)
         row += [
             fmt(ng, 1) if np.isfinite(ng) and ng != round(ng) else fmt(ng, 0),
@@ -436,6 +479,7 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
     ]
     notes = [
         *opts.notes,
+        *not_applicable_notes(table),
         CLASS_NOTE,
         "`n_groups` is the number of groups each model actually used (its own group head, "
         "else KMeans with K = the number of distinct labels among the scored cells).",

@@ -23,13 +23,17 @@ from typing import Any
 
 import pandas as pd
 
-from mmint.benchmark.grid import RunSpec, Suite, compose_run, expand, missing_dataset
+from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
 from mmint.benchmark.results import results_table, run_row, write_results
 from mmint.callbacks.progress import format_seconds, in_ci
 from mmint.io import read_json, write_json
 from mmint.runlock import folder_lock
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+#: overrides -> the run's composed config as a plain dict (the entry point's Hydra compose,
+#: :func:`mmint.cli.compose_run`)
+Compose = Callable[[list[str]], dict[str, Any]]
 
 
 @dataclass
@@ -107,6 +111,8 @@ def run_suite(
     suite_dir: str | Path,
     base_overrides: Iterable[str] = (),
     echo: Callable[[str], None] = print,
+    *,
+    compose: Compose,
 ) -> SuiteRun:
     """Run every run of ``suite`` not already done; return the results table.
 
@@ -120,6 +126,9 @@ def run_suite(
         Overrides every run gets first (the command line's, e.g. ``logger=csv``).
     echo
         Where progress lines go.
+    compose
+        Composes a run's overrides into its config (:func:`mmint.cli.compose_run`); a run
+        whose overrides do not compose fails alone.
 
     Raises
     ------
@@ -128,11 +137,15 @@ def run_suite(
     """
     suite_dir = Path(suite_dir)
     with folder_lock(suite_dir, "mmint benchmark"):
-        return _run_suite(suite, suite_dir, base_overrides, echo)
+        return _run_suite(suite, suite_dir, base_overrides, echo, compose)
 
 
 def _run_suite(
-    suite: Suite, suite_dir: Path, base_overrides: Iterable[str], echo: Callable[[str], None]
+    suite: Suite,
+    suite_dir: Path,
+    base_overrides: Iterable[str],
+    echo: Callable[[str], None],
+    compose: Compose,
 ) -> SuiteRun:
     (suite_dir / "runs").mkdir(parents=True, exist_ok=True)
     notes = []
@@ -181,7 +194,7 @@ def _run_suite(
         for run in runs:
             run_dir = run_dir_of(suite_dir, run)
             try:
-                cfg = compose_run(run.overrides)
+                cfg = compose(run.overrides)
             except Exception as err:  # noqa: BLE001 - a bad override fails this run only
                 record(run, None, one_line(err), traceback.format_exc())
                 counts["failed"] += 1

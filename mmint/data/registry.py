@@ -11,16 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mmint.config import config_dir, plain
 from mmint.data.paired import PairedData
 from mmint.errors import InputError
 
 DATA_DIR_ENV = "MMINT_DATA_DIR"
 
-
-def config_dir() -> Path:
-    """The ``configs`` folder (``$MMINT_CONFIG_DIR`` or the one beside the package)."""
-    env = os.environ.get("MMINT_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+__all__ = ["DATA_DIR_ENV", "config_dir", "dataset_config", "dataset_names", "load_dataset"]
 
 
 def dataset_names() -> list[str]:
@@ -49,7 +46,7 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
     cfg
         A dataset name, or a mapping with the keys of ``configs/data/*.yaml``.
     """
-    cfg = dataset_config(cfg) if isinstance(cfg, str) else _plain(cfg)
+    cfg = dataset_config(cfg) if isinstance(cfg, str) else plain(cfg)
     source = cfg.get("source", "custom")
     common = {
         "label_key": cfg.get("label_key"),
@@ -135,14 +132,3 @@ def _shared_folder(name: str) -> Path:
 def _resolve(path: str | Path) -> Path:
     """Relative paths resolve against the launch directory (Hydra's chdir is off)."""
     return Path(os.path.expanduser(str(path))).absolute()
-
-
-def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra
-        pass
-    return dict(cfg)

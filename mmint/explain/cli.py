@@ -16,9 +16,10 @@ def main(cfg: Any) -> None:
     """Explain the run directory ``cfg.run`` and print where the results are."""
     import torch
 
-    from mmint.explain.runs import _plain, explain_run, options
+    from mmint.config import plain
+    from mmint.explain.runs import explain_run, options
 
-    cfg = _plain(cfg)
+    cfg = plain(cfg)
     run = cfg.get("run")
     if not run:
         raise InputError("no run directory given", "mmint explain", "pass run=<run directory>")

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from mmint.errors import InputError
 from mmint.explain.relevance import (
@@ -33,6 +32,7 @@ from mmint.explain.relevance import (
 )
 from mmint.explain.subnets import group_network
 from mmint.io import atomic_write, write_json
+from mmint.rundir import load_saved_run
 
 #: options of ``mmint explain`` (``explain.<key>=...``) and their defaults
 DEFAULTS: dict[str, Any] = {
@@ -74,14 +74,6 @@ def options(given: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {**DEFAULTS, **given}
 
 
-def _plain(cfg: Any) -> Any:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig | ListConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
 def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict[str, Any], Any, Any]:
     """``(config, model, data module)`` of a run directory written by ``mmint fit``.
 
@@ -91,49 +83,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> tuple[dict[str, A
     The data module is built from ``config.yaml`` as in :func:`mmint.fit.build_datamodule`,
     with the checkpoint's fitted transforms; its split must match ``split.json``.
     """
-    from omegaconf import OmegaConf
+    from mmint.fit import build_datamodule
 
-    from mmint.data import PairedDataModule, load_dataset
-    from mmint.models import model_class
-
-    run = Path(run_dir)
-    where = str(run)
-    if not (run / "config.yaml").exists():
-        raise InputError(
-            "not a run directory (no config.yaml)",
-            where,
-            "pass run=<a folder written by mmint fit>",
-        )
-    ckpt = run / "checkpoints" / f"{checkpoint}.ckpt"
-    if not ckpt.exists():
-        raise InputError(
-            f"the run has no checkpoints/{checkpoint}.ckpt",
-            where,
-            "explain a finished run (explain.checkpoint=best or last)",
-        )
-    cfg = _plain(OmegaConf.load(run / "config.yaml"))
-    name = cfg["model"]["name"]
-    cls = model_class(name)
-    if hasattr(cls, "load_from_checkpoint"):
-        model = cls.load_from_checkpoint(str(ckpt), map_location="cpu")
-    else:
-        model = cls.load(ckpt)
-    if hasattr(model, "eval"):
-        model.eval()
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    dm_state = state.get("PairedDataModule") or state.get("datamodule")
-    data_cfg = cfg["data"]
-    dm = PairedDataModule(
-        load_dataset(data_cfg),
-        split=cfg.get("split"),
-        seed=int(cfg.get("seed", 0)),
-        batch_size=int(cfg["model"].get("batch_size", 128)),
-        transforms=data_cfg.get("transforms"),
-        n_top_features=data_cfg.get("n_top_features"),
-    )
-    if dm_state:
-        dm.load_state_dict(dm_state)
-    dm.setup()
+    saved = load_saved_run(run_dir, checkpoint, "explain")
+    cfg, model, dm_state, run = saved.config, saved.model, saved.datamodule_state, saved.path
+    dm = build_datamodule(cfg, int(cfg["model"].get("batch_size", 128)), dm_state)
     _check_split(dm, run / "split.json", dm_state)
     return cfg, model, dm
 

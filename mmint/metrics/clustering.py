@@ -188,16 +188,7 @@ def leiden_best(
     )
     best: dict[str, float] | None = None
     for resolution in resolutions:
-        sc.tl.leiden(
-            adata,
-            resolution=float(resolution),
-            flavor="igraph",
-            n_iterations=2,
-            directed=False,
-            random_state=seed,
-            key_added="_leiden",
-        )
-        pred = np.asarray(adata.obs["_leiden"].astype(str))
+        pred = leiden_labels(adata, resolution, seed)
         score = nmi(labels, pred)
         if best is None or score > best["nmi"]:
             best = {
@@ -208,6 +199,44 @@ def leiden_best(
             }
     assert best is not None
     return best
+
+
+def leiden_labels(graph, resolution: float, seed: int = 0) -> np.ndarray:
+    """Leiden clusters (as strings) of a neighbour graph at one resolution.
+
+    Parameters
+    ----------
+    graph
+        An AnnData with a scanpy neighbour graph (``obsp['connectivities']``), or a square
+        (sparse) connectivity matrix.
+    resolution
+        Leiden resolution.
+    seed
+        Seed of Leiden.
+
+    Returns
+    -------
+    np.ndarray
+        Cluster name per cell (``flavor="igraph"``, ``n_iterations=2``, undirected).
+    """
+    import anndata as ad
+    import scanpy as sc
+
+    adjacency = None
+    if not isinstance(graph, ad.AnnData):
+        adjacency = graph
+        graph = ad.AnnData(np.zeros((graph.shape[0], 0), dtype=np.float32))
+    sc.tl.leiden(
+        graph,
+        adjacency=adjacency,
+        resolution=float(resolution),
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        random_state=seed,
+        key_added="_leiden",
+    )
+    return np.asarray(graph.obs["_leiden"].astype(str))
 
 
 def class_level_ari(

@@ -14,6 +14,14 @@ MODELS: dict[str, str] = {
     "multivi": "mmint.models.multivi.plan:MultiVI",
     "cvqvae": "mmint.models.cvqvae.plan:CVQVAE",
     "pca": "mmint.models.pca:PCABaseline",
+    # comparators: the field's own tools (optional extras; see docs/comparators.md)
+    "wnn": "mmint.models.wnn:WNN",
+    "mofa": "mmint.models.mofa:MOFA",
+    "svd_ridge": "mmint.models.svd_ridge:SVDRidge",
+    "knn_transfer": "mmint.models.knn_transfer:KNNTransfer",
+    "scvi_multivi": "mmint.models.scvi_tools.multivi:ScviMultiVI",
+    "scvi_totalvi": "mmint.models.scvi_tools.totalvi:ScviTotalVI",
+    "scvi_scanvi": "mmint.models.scvi_tools.scanvi:ScviScanVI",
 }
 
 

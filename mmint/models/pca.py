@@ -7,7 +7,6 @@ UnitedNet).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,10 @@ from torch import Tensor
 from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.models.base import Batch, Integrator
+from mmint.models.persist import SavedByAttributes
 
 
-class PCABaseline(Integrator):
+class PCABaseline(SavedByAttributes, Integrator):
     """Per-modality PCA (fitted on training cells) and ridge regression between modalities.
 
     Parameters
@@ -39,6 +39,7 @@ class PCABaseline(Integrator):
     name = "pca"
     trains_in_epochs = False
     groups_are_labels = False
+    fitted_attributes = ("pcas", "scale", "ridge")
 
     def __init__(
         self, spec: DataSpec | dict, n_components: int = 30, ridge_alpha: float = 1.0, seed: int = 0
@@ -96,31 +97,6 @@ class PCABaseline(Integrator):
         if self.spec.kinds[dst] == "binary":
             pred = np.clip(pred, 0.0, 1.0)
         return torch.from_numpy(pred.astype(np.float32))
-
-    # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path, dm: Any | None = None) -> None:
-        """Save the fitted baseline (and the data module's fitted transforms) with torch.save."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "spec": self.spec.to_dict(),
-            "hyper_parameters": self.hparams,
-            "pcas": self.pcas,
-            "scale": self.scale,
-            "ridge": self.ridge,
-            "datamodule": dm.state_dict() if dm is not None else None,
-        }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> PCABaseline:
-        """Load a baseline saved by :meth:`save`."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        model = cls(state["spec"], **state["hyper_parameters"])
-        model.pcas, model.scale, model.ridge = state["pcas"], state["scale"], state["ridge"]
-        return model
 
 
 def _ridge(z: np.ndarray, y: Any, alpha: float) -> tuple[np.ndarray, np.ndarray]:

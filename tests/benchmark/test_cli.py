@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_benchmark_command(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[1/1] pca__synthetic__default__seed0: ok" in out.stdout
-    assert "| synthetic | pca | default |" in out.stdout  # the summary table
+    assert re.search(r"\| synthetic +\| pca +\| default +\|", out.stdout)  # the summary table
     assert (suite_dir / "results.csv").exists() and (suite_dir / "report.md").exists()
     assert (suite_dir / "runs/pca__synthetic__default__seed0/metrics.json").exists()
     cfg = OmegaConf.load(suite_dir / "runs/pca__synthetic__default__seed0/config.yaml")

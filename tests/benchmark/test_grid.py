@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 from mmint.benchmark.grid import (
     Suite,
-    compose_run,
     dedupe,
     expand,
     format_value,
@@ -18,6 +17,7 @@ from mmint.benchmark.grid import (
     suite_names,
     to_overrides,
 )
+from mmint.cli import compose_run
 from mmint.data.registry import config_dir
 from mmint.errors import InputError
 
@@ -176,3 +176,35 @@ def test_suite_composes_with_the_root_config():
         )
     assert cfg.suite.name == "quick"
     assert cfg.hydra.run.dir == "runs/benchmark/quick"
+
+
+def test_comparator_suites():
+    """real_comparators runs every comparator beside the four integrators and the floor,
+    except the model/dataset pairs it skips (with a reason); transfer holds out each batch."""
+    from mmint.models import MODELS
+
+    suite = Suite.from_config(_suite_node("real_comparators"))
+    comparators = {"wnn", "mofa", "svd_ridge", "knn_transfer", "scvi_multivi", "scvi_totalvi"}
+    assert comparators | {"scvi_scanvi", "unitednet", "multivi", "cvqvae", "pca"} == set(
+        suite.all_models
+    )
+    assert set(suite.all_models) <= set(MODELS)
+    runs = expand(suite)
+    pairs = {(r.model, r.data) for r in runs}
+    skipped = {(m, d) for m, ds in suite.skip.items() for d in ds}
+    assert not pairs & skipped
+    assert len(pairs) == len(suite.all_models) * len(suite.datasets) - len(skipped)
+    assert len(runs) == len(pairs) * len(suite.seeds)
+    notes = suite.skip_notes()
+    assert len(notes) == len(skipped) and all("not run" in n for n in notes)
+    transfer = Suite.from_config(_suite_node("transfer"))
+    assert transfer.floor == [] and set(transfer.models) == {
+        "unitednet",
+        "scvi_scanvi",
+        "knn_transfer",
+    }
+    runs = expand(transfer)
+    assert len(runs) == 3 * 2 * 2 * 3
+    unitednet = next(r for r in runs if r.model == "unitednet")
+    assert "++model.stage=transfer" in unitednet.overrides
+    assert "++split.kind=holdout_batch" in unitednet.overrides

@@ -12,6 +12,7 @@ import pytest
 
 from mmint.benchmark import plots
 from mmint.benchmark.cli import run_benchmark
+from mmint.cli import compose_run
 from mmint.io import atomic_write
 
 from .conftest import tiny_suite
@@ -94,7 +95,14 @@ def test_wandb_suite_summary_offline(tmp_path, monkeypatch, fake_fit):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("CI", "true")
     suite = tiny_suite(seeds=[0], floor=[])
-    done = run_benchmark(suite, tmp_path, ["logger=csv"], logger_kind="wandb", echo=lambda _: None)
+    done = run_benchmark(
+        suite,
+        tmp_path,
+        ["logger=csv"],
+        logger_kind="wandb",
+        echo=lambda _: None,
+        compose=compose_run,
+    )
     assert done.counts["ok"] == 1
     assert (tmp_path / "results.csv").exists() and (tmp_path / "report.md").exists()
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -104,7 +112,9 @@ def test_wandb_suite_summary_offline(tmp_path, monkeypatch, fake_fit):
 
 def test_csv_logger_writes_full_report_without_wandb(tmp_path, fake_fit):
     suite = tiny_suite(seeds=[0, 1], floor=[])
-    run_benchmark(suite, tmp_path, ["logger=csv"], logger_kind="csv", echo=lambda _: None)
+    run_benchmark(
+        suite, tmp_path, ["logger=csv"], logger_kind="csv", echo=lambda _: None, compose=compose_run
+    )
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Benchmark `tiny`") and "## synthetic" in report
     assert (tmp_path / "plots" / "table_synthetic.png").exists()

@@ -22,6 +22,11 @@ from mmint.benchmark.results import read_results, write_results
 T_975_2 = 4.302652729911275  # Student t, 97.5% quantile, 2 degrees of freedom
 
 
+def cells(line: str) -> list[str]:
+    """The cells of a markdown table row."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def _row(model, variant, seed, ari, r2_ra, r2_ar, status="ok"):
     return {
         "model": model,
@@ -94,6 +99,7 @@ def test_paired_differences_and_t_interval(results):
     assert r2["mean"] == pytest.approx(mean) and r2["sd"] == pytest.approx(sd)
     assert r2["ci_high"] == pytest.approx(mean + T_975_2 * sd / math.sqrt(3))
     assert t_interval([1.0])[2] != t_interval([1.0])[2]  # NaN interval with one pair
+    assert t_interval([0.1, 0.1, None, 0.1]) == pytest.approx((0.1, 0.0, 0.1, 0.1, 3))
 
 
 def test_report_text(results):
@@ -112,7 +118,7 @@ def test_report_text(results):
     summary = text.split("## Summary")[1].split("##")[0]
     header = next(line for line in summary.splitlines() if line.startswith("| data"))
     assert header.split("|")[4].strip() == "ARI"  # ARI leads the metrics
-    ref_line = next(line for line in summary.splitlines() if "| m | ref |" in line)
+    ref_line = next(line for line in summary.splitlines() if cells(line)[1:3] == ["m", "ref"])
     assert "0.600 ± 0.100" in ref_line and "+0.300" in ref_line  # ARI - pca floor
     assert "1 failed" in text and "ValueError: boom" in text
     assert "cluster->class map is fitted on training cells" in text
@@ -120,7 +126,28 @@ def test_report_text(results):
     assert "## d1" in text and "ARI - pca" in text and "(floor)" in text
     assert "paired differences vs `ref`" in text
     assert "-0.150 [" in text
-    verdict = [line for line in lines if line.startswith("| d1 | m | single |")][-1]
-    assert verdict.endswith("yes: better on both |")
+    verdict = [line for line in lines if cells(line)[:3] == ["d1", "m", "single"]][-1]
+    assert cells(verdict)[-1] == "yes: better on both"
     assert "+0.150 [" in verdict
     assert summary_table(results.iloc[:0]) == "(no finished runs)"
+
+
+def test_metrics_that_do_not_apply_read_na(results):
+    """A model whose metrics.json marks foscttm not applicable shows n/a (not a blank '-'),
+    and the report says why."""
+    rows = [
+        {
+            **_row("wnn", "default", s, 0.5, 0.1, 0.1),
+            "foscttm": None,
+            "not_applicable.foscttm": "spaces are not aligned",
+        }
+        for s in range(2)
+    ]
+    table = pd.concat([results, pd.DataFrame(rows)], ignore_index=True)
+    agg = aggregate(table)
+    wnn = agg[agg["model"] == "wnn"].iloc[0]
+    assert bool(wnn["foscttm_na"]) and not bool(agg[agg["model"] == "pca"].iloc[0]["foscttm_na"])
+    text = build_report(table, ReportOptions(name="t", reference="ref"))
+    wnn_line = next(line for line in summary_table(table).splitlines() if "| wnn |" in line)
+    assert "n/a" in wnn_line
+    assert "`n/a` for `wnn`: foscttm: spaces are not aligned." in text

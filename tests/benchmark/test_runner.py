@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mmint.benchmark.grid import compose_run, expand
+from mmint.benchmark.grid import expand
 from mmint.benchmark.results import flatten, read_results
 from mmint.benchmark.runner import is_done, one_line, run_suite
+from mmint.cli import compose_run
 
 from .conftest import tiny_suite
 
@@ -36,14 +37,14 @@ def test_resume_after_kill(tmp_path, monkeypatch):
 
     monkeypatch.setattr("mmint.fit.run_fit", killed_on_third)
     with pytest.raises(KeyboardInterrupt):
-        run_suite(suite, tmp_path, base, echo=lambda _: None)
+        run_suite(suite, tmp_path, base, echo=lambda _: None, compose=compose_run)
     table = read_results(tmp_path / "results.csv")
     assert list(table["seed"]) == [0, 1] and set(table["status"]) == {"ok"}
     before = _mtimes(tmp_path)
     assert len(before) == 2
 
     monkeypatch.setattr("mmint.fit.run_fit", real_fit)
-    done = run_suite(suite, tmp_path, base, echo=lambda _: None)
+    done = run_suite(suite, tmp_path, base, echo=lambda _: None, compose=compose_run)
     assert done.counts == {"ok": 1, "failed": 0, "cached": 2}
     after = _mtimes(tmp_path)
     assert {k: after[k] for k in before} == before
@@ -58,14 +59,14 @@ def test_resume_after_kill(tmp_path, monkeypatch):
     assert metrics["seed"] == 2 and metrics["variant"] == "default"
 
     (tmp_path / table["run_dir"][1] / "metrics.json").unlink()
-    done = run_suite(suite, tmp_path, base, echo=lambda _: None)
+    done = run_suite(suite, tmp_path, base, echo=lambda _: None, compose=compose_run)
     assert done.counts == {"ok": 1, "failed": 0, "cached": 2}
     assert len(read_results(tmp_path / "results.csv")) == 3
 
 
 def test_changed_config_is_not_done(tmp_path, fake_fit):
     suite = tiny_suite(seeds=[0], floor=[])
-    run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None)
+    run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
     (run,) = expand(suite, ["logger=csv"])
     run_dir = tmp_path / "runs" / run.name
     assert is_done(run_dir, compose_run(run.overrides))
@@ -89,7 +90,7 @@ def test_failure_isolation(tmp_path, monkeypatch, fake_fit):
     monkeypatch.setenv("CI", "true")
     lines = []
     suite = tiny_suite(variants={"default": {}, "bad": ["model.no_such_key=1"]}, floor=[])
-    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lines.append)
+    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lines.append, compose=compose_run)
     assert done.counts == {"ok": 2, "failed": 4, "cached": 0}
     table = read_results(tmp_path / "results.csv").set_index(["variant", "seed"])
     assert (
@@ -111,7 +112,7 @@ def test_failure_isolation(tmp_path, monkeypatch, fake_fit):
     # a resume retries the failed run; its success replaces failed.json
     monkeypatch.setattr("mmint.fit.run_fit", ok_fit)
     suite = tiny_suite(floor=[])
-    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None)
+    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
     assert done.counts == {"ok": 1, "failed": 0, "cached": 2}
     assert not (tmp_path / "runs/pca__synthetic__default__seed1/failed.json").exists()
     assert set(read_results(tmp_path / "results.csv")["status"]) == {"ok"}
@@ -120,7 +121,9 @@ def test_failure_isolation(tmp_path, monkeypatch, fake_fit):
 def test_ci_progress_is_one_plain_line_per_run(tmp_path, monkeypatch, fake_fit):
     monkeypatch.setenv("CI", "true")
     lines = []
-    run_suite(tiny_suite(seeds=[0, 1]), tmp_path, ["logger=csv"], echo=lines.append)
+    run_suite(
+        tiny_suite(seeds=[0, 1]), tmp_path, ["logger=csv"], echo=lines.append, compose=compose_run
+    )
     assert len(lines) == 2
     assert lines[0].startswith("[1/2] pca__synthetic__default__seed0: ok (")
     assert lines[1].startswith("[2/2] pca__synthetic__default__seed1: ok (")

@@ -10,6 +10,7 @@ import subprocess
 from benchmark.conftest import tiny_suite
 
 from mmint.benchmark.runner import run_suite
+from mmint.cli import compose_run
 
 from .helpers import MMINT, TINY
 
@@ -57,6 +58,12 @@ def test_verbose_shows_everything(tmp_path):
 def test_suite_progress_shows_the_time_left(tmp_path, monkeypatch, fake_fit):
     monkeypatch.setenv("CI", "true")
     lines = []
-    run_suite(tiny_suite(seeds=[0, 1, 2], floor=[]), tmp_path, ["logger=csv"], echo=lines.append)
+    run_suite(
+        tiny_suite(seeds=[0, 1, 2], floor=[]),
+        tmp_path,
+        ["logger=csv"],
+        echo=lines.append,
+        compose=compose_run,
+    )
     assert re.search(r": ok \([0-9.]+ s\), time left ~\d+s$", lines[0]), lines[0]
     assert "time left" not in lines[-1]  # nothing left after the last run

@@ -13,7 +13,7 @@ from mmint.benchmark.report import ReportOptions, build_report, flagged_rows
 from mmint.benchmark.results import read_results
 from mmint.benchmark.runner import run_suite
 from mmint.callbacks.divergence import TrainingDiverged
-from mmint.cli import compose
+from mmint.cli import compose, compose_run
 from mmint.fit import R2_FLAG, result_warnings, run_fit
 
 from .helpers import TINY, mmint
@@ -65,7 +65,7 @@ def test_suite_records_the_divergence_and_goes_on(tmp_path):
         variants={"diverge": ["model.lr=1e6"]},
         model_overrides={"multivi": ["model.max_epochs=2"]},
     )
-    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None)
+    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
     assert done.counts == {"ok": 1, "failed": 1, "cached": 0}
     table = read_results(tmp_path / "results.csv").set_index("model")
     assert table.loc["pca", "status"] == "ok"

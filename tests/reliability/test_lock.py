@@ -86,6 +86,7 @@ def test_a_suite_holds_its_folder_and_each_run_folder(tmp_path, monkeypatch):
 
     import mmint.fit
     from mmint.benchmark.cli import run_benchmark
+    from mmint.cli import compose_run
 
     seen = []
     real_fit = mmint.fit.run_fit
@@ -100,7 +101,9 @@ def test_a_suite_holds_its_folder_and_each_run_folder(tmp_path, monkeypatch):
         )
 
     monkeypatch.setattr("mmint.fit.run_fit", checking_fit)
-    run_benchmark(tiny_suite(seeds=[0]), tmp_path, ["logger=csv"], echo=lambda _: None)
+    run_benchmark(
+        tiny_suite(seeds=[0]), tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run
+    )
     assert [(s["pid"], s["command"]) for s in seen] == [
         (os.getpid(), "mmint benchmark"),
         (os.getpid(), "mmint fit"),

@@ -14,10 +14,10 @@ import pytest
 import torch
 from benchmark.conftest import tiny_suite
 
-from mmint.benchmark.grid import compose_run, expand
+from mmint.benchmark.grid import expand
 from mmint.benchmark.results import read_results
 from mmint.benchmark.runner import prepare_run_dir, run_suite
-from mmint.cli import compose
+from mmint.cli import compose, compose_run
 from mmint.errors import InputError
 from mmint.fit import _setup, plain, run_fit, train_model
 
@@ -100,7 +100,7 @@ def test_suite_cleans_a_run_folder_of_another_config(tmp_path, fake_fit):
     same = compose_run(run.overrides)
     prepare_run_dir(run_dir, same)
     assert sorted(p.name for p in run_dir.iterdir()) == []
-    run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None)
+    run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
     assert fake_fit == [run.name]
 
 

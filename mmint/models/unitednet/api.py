@@ -43,11 +43,17 @@ class UnitedNetAPI:
         return self.module.head_outputs(z, masks, [self.module.best()])[0][2].argmax(dim=1)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before the best-head votes existed load with no votes."""
+        """Older checkpoints: no best-head votes, group-layer rows normalised (they used to
+        be normalised before each forward, not after each step)."""
         state = checkpoint.get("state_dict", {})
         key = "module.head_votes"
         if key not in state:
             state[key] = torch.zeros(int(self.hparams["n_head"]), dtype=torch.long)
+        for name, w in state.items():
+            if name.startswith("module.heads.") and name.endswith("classifier.weight"):
+                norm = w.norm(dim=1, keepdim=True)
+                if (norm - 1).abs().max() > 1e-4:  # untouched when already unit rows (resume)
+                    state[name] = w / norm.clamp_min(1e-12)
 
     # ---------------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -189,6 +189,7 @@ class UnitedNetModule(nn.Module):
             _kaiming(self)
         elif init != "default":
             raise ValueError(f"unknown init {init!r}; use 'kaiming_normal' or 'default'")
+        self.normalize_heads()
 
     # ----------------------------------------------------------------- parameter groups
     def pgc_parameters(self) -> list[nn.Parameter]:
@@ -220,6 +221,7 @@ class UnitedNetModule(nn.Module):
         if (init or self.init) == "kaiming_normal":
             _kaiming(self.heads)
             _kaiming(self.latent_projector)
+        self.normalize_heads()
         self.best_head.zero_()
 
     # ------------------------------------------------------------------------ forward
@@ -265,15 +267,20 @@ class UnitedNetModule(nn.Module):
     ) -> list[tuple[Tensor, Tensor, Tensor]]:
         """``(fused, hidden, logits)`` of the given heads (all by default).
 
-        Group-layer rows are normalised first, as before every forward in the reference.
+        The group layers' rows are unit vectors here: :meth:`normalize_heads` runs after
+        every step that changes them (the reference normalised before every forward; the
+        same values, but a forward never writes to the weights, so data-parallel processes
+        that evaluate differently stay identical).
         """
         heads = range(len(self.heads)) if heads is None else heads
         zs, mask = self.stack(z, masks)
-        outs = []
-        for h in heads:
-            self.heads[h].normalize_()
-            outs.append(self.heads[h](zs, mask))
-        return outs
+        return [self.heads[h](zs, mask) for h in heads]
+
+    @torch.no_grad()
+    def normalize_heads(self) -> None:
+        """L2-normalise every group layer's weight rows in place."""
+        for head in self.heads:
+            head.normalize_()
 
     def best(self) -> int:
         """Index of the best head."""

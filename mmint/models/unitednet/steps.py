@@ -56,6 +56,7 @@ class UnitedNetSteps:
         obs = {m: masks[m] > 0 for m in self.modalities}
         zs = torch.cat([z[m].detach()[obs[m]] for m in self.modalities])
         if zs.shape[0] < 2:
+            self._zero_step(self.optimizers()[3])
             return
         codes = torch.cat([batch[keys.BATCH][obs[m]] for m in self.modalities])
         loss = self.batch_adversary.loss(zs, codes, fool=False)
@@ -67,12 +68,16 @@ class UnitedNetSteps:
         x, masks = self._inputs(batch)
         labels = batch.get(keys.LABEL)
         if self.group_mode == "classification" and not bool((labels >= 0).any()):
-            return  # nothing labelled in this batch: no step (target cells in transfer)
+            # nothing labelled in this batch (target cells in transfer): no step, except that
+            # under DDP every process must take part in every gradient all-reduce
+            self._zero_step(opt)
+            return
         update_enc = self.group_mode == "classification" or self.hparams["cluster_update_encoders"]
         with torch.set_grad_enabled(update_enc):
             z = self.module.encode(self._noised(x, masks), masks)
         losses, _ = self._group_losses(z, masks, labels)
         self._step(opt, self._group_total(losses))
+        self.module.normalize_heads()
         self._track_heads(losses, labels, x, train=True)
         self._log_train({k: v[self.module.best()] for k, v in losses.items()}, x)
 
@@ -87,6 +92,7 @@ class UnitedNetSteps:
         losses, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
         losses.update(self._fool_batch_adversary(z, masks, batch))
         self._step(opt, self._weighted(losses) + self._group_total(group))
+        self.module.normalize_heads()
         self._track_heads(group, labels, x, train=True)
         self._log_train({**losses, **{k: v[self.module.best()] for k, v in group.items()}}, x)
         if fakes:
@@ -128,6 +134,15 @@ class UnitedNetSteps:
         """What decoders and discriminators compare with: the clean input, or (the original)
         the noised one."""
         return noised if self.deviations.noise_at_inference else x
+
+    def _zero_step(self, opt) -> None:
+        """Under DDP, a step with a zero loss in place of a skipped one (every process must
+        join every gradient all-reduce); nothing otherwise."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None or trainer.world_size < 2:
+            return
+        params = [p for group in opt.param_groups for p in group["params"]]
+        self._step(opt, sum(p.sum() * 0.0 for p in params))
 
     def _step(self, opt, loss: Tensor) -> None:
         opt.zero_grad()
