@@ -59,7 +59,11 @@ PARTS = [
 def config(model: str, epochs: int) -> dict[str, Any]:
     """The fit's config: MultiVI with MULTIVI's parity settings, CVQVAE with its own config."""
     from mmint.cli import compose
-    from mmint.config import plain
+
+    try:
+        from mmint.config import plain
+    except ImportError:  # code before the contract merge (a "before" profile)
+        from mmint.fit import plain
 
     if model == "multivi":
         import multivi_parity as mp
