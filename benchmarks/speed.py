@@ -11,11 +11,21 @@ so peak RSS is per fit):
   (``shared/reference/unitednet.md`` section 8);
 - ``unitednet:patchseq_gouwen2020:unsupervised``: the Patch-seq preset (batch 16, 10 heads) on
   the 448 cells, stage 2 of the reference protocol (translation + clustering pass, validation
-  on all cells).
+  on all cells);
+- ``multivi:snareseq_mouse_cortex_chen2019:-``: the MultiVI-style model with MULTIVI's
+  settings and sizes (``benchmarks/multivi_parity.py``: n_hidden 128, n_latent 20, batch 128,
+  ZINB genes, learned library, AdamW lr 1e-4) on the 8,247 training cells of SNARE-seq
+  (seed-0 split), against scvi-tools' ``MULTIVI`` on the same cells (``scvi-tools`` rows, run
+  when scvi-tools is installed: ``pip install -e .[scvi]``);
+- ``cvqvae:snareseq_mouse_cortex_chen2019:-``: the CVQVAE-style model with its own config on the
+  same cells (its ratio is against the MultiVI-style row).
 
 ``mmint`` rows train through Lightning with the fit pipeline's checkpointing (best and last
-checkpoint every epoch); ``original`` rows (``--ref PATH``, a checkout of the original) through
-its own ``train`` with its shipped config (it saves a whole-model checkpoint every epoch).
+checkpoint every epoch, a validation pass every epoch); ``original`` rows (``--ref PATH``, a
+checkout of the original) through its own ``train`` with its shipped config (it saves a
+whole-model checkpoint every epoch); ``scvi-tools`` rows through ``MULTIVI.train`` (its own
+defaults: no validation pass and no checkpoint without early stopping, so its epochs do less
+work than mmint's).
 Seconds per epoch are process CPU seconds (one thread: what an idle core takes), the median
 over epochs 2..N; ``cells_per_second`` = training cells per epoch / that. The markdown adds
 the ratios and a lower bound: the floating-point work of one mmint epoch (counted by
@@ -53,12 +63,23 @@ COLUMNS = [
     "cells_per_second",
     "seconds_per_epoch",
     "peak_rss_mb",
+    "wall_seconds_per_epoch",
+    "load_start",
+    "load_end",
 ]
 UNITEDNET_ROWS = [
     "unitednet:reference_shape:supervised",
     "unitednet:reference_shape:unsupervised",
     "unitednet:patchseq_gouwen2020:unsupervised",
 ]
+SNARE = "snareseq_mouse_cortex_chen2019"
+SNARE_ROWS = [f"multivi:{SNARE}:-", f"cvqvae:{SNARE}:-"]
+#: implementations timed per model (``original`` needs ``--ref``, ``scvi-tools`` the package)
+IMPLEMENTATIONS = {
+    "unitednet": ("mmint", "original"),
+    "multivi": ("mmint", "scvi-tools"),
+    "cvqvae": ("mmint",),
+}
 N_CELLS, N_BINARY, N_CONT, N_CLASSES = 2000, 2000, 500, 10
 
 
@@ -118,7 +139,6 @@ def _median_after_first(ends: list[float], start: float) -> float:
 def time_mmint(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
     """One mmint fit of ``epochs`` epochs; CPU seconds per epoch (validation included)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from unitednet_parity import _datamodule, mmint_config
 
     from mmint.models import build_model
@@ -136,18 +156,45 @@ def time_mmint(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
     dm = _datamodule(proto, d["inputs"], every, every, every, d["batch_size"])
     L.seed_everything(0, verbose=False)
     model = build_model(model_name, dm.spec, **hp)
+    clock = fit_clocked(model, dm, epochs, workdir)
+    flops = epoch_flops(model, dm)
+    return {
+        "seconds_per_epoch": _median_after_first(clock.ends, clock.start),
+        "n_cells": len(every),
+        "epoch_flops": flops,
+    }
+
+
+def epoch_clock():
+    """A Lightning callback recording process CPU time at the start of training and at the end
+    of every epoch (its validation and checkpoints included)."""
+    import lightning as L
 
     class Clock(L.Callback):
         def __init__(self) -> None:
             self.start, self.ends = 0.0, []
+            self.wall_start, self.wall_ends = 0.0, []
 
         def on_train_start(self, trainer, pl_module) -> None:
-            self.start = time.process_time()
+            self.start, self.wall_start = time.process_time(), time.perf_counter()
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             self.ends.append(time.process_time())
+            self.wall_ends.append(time.perf_counter())
 
-    clock = Clock()
+        def wall(self) -> float:
+            """Median wall seconds per epoch over epochs 2..N."""
+            return _median_after_first(self.wall_ends, self.wall_start)
+
+    return Clock()
+
+
+def fit_clocked(model, dm, epochs: int, workdir: Path):
+    """Train ``model`` for ``epochs`` epochs with the fit pipeline's checkpointing; the clock."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    clock = epoch_clock()
     callbacks = [
         ModelCheckpoint(
             dirpath=workdir,
@@ -176,12 +223,126 @@ def time_mmint(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
         callbacks=callbacks,
     )
     trainer.fit(model, datamodule=dm)
-    flops = epoch_flops(model, dm)
+    return clock
+
+
+# ------------------------------------------------------------------- SNARE-seq rows
+def snare_config(model_name: str, epochs: int) -> dict[str, Any]:
+    """The fit config of a SNARE-seq row: MULTIVI's settings for ``multivi`` (as the parity
+    benchmark), the model's own config for ``cvqvae``; seed 0, one thread."""
+    from mmint.cli import compose
+    from mmint.config import plain
+
+    if model_name == "multivi":
+        from multivi_parity import compose_cfg
+
+        return compose_cfg(SNARE, 0, epochs)
+    over = [f"data={SNARE}", f"model={model_name}", "seed=0", "logger=none", "trainer=cpu"]
+    return plain(compose("fit", [*over, "trainer.num_threads=1", f"model.max_epochs={epochs}"]))
+
+
+def time_mmint_snare(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
+    """One mmint fit of a SNARE-seq row (the fit pipeline's setup, checkpointing each epoch)."""
+    from mmint.fit import _setup
+
+    model_name = row.split(":")[0]
+    _, _, _, dm, model = _setup(snare_config(model_name, epochs))
+    clock = fit_clocked(model, dm, epochs, workdir)
     return {
         "seconds_per_epoch": _median_after_first(clock.ends, clock.start),
-        "n_cells": len(every),
-        "epoch_flops": flops,
+        "wall_seconds_per_epoch": clock.wall(),
+        "n_cells": len(dm.split["train"]),
+        "epoch_flops": step_flops(model, dm),
     }
+
+
+def time_scvi(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
+    """scvi-tools' ``MULTIVI`` with the parity benchmark's settings on the same training cells."""
+    import gc
+
+    import scvi
+    from multivi_parity import (
+        BATCH_SIZE,
+        EPS,
+        KL_WARMUP,
+        LR,
+        N_HIDDEN,
+        N_LATENT,
+        WEIGHT_DECAY,
+        compose_cfg,
+    )
+    from scvi.model import MULTIVI
+
+    from mmint.fit import build_datamodule
+    from mmint.models.scvi_tools.data import build_mudata  # as the parity benchmark
+
+    scvi.settings.num_threads = 1
+    scvi.settings.dl_num_workers = 0
+    dm = build_datamodule(compose_cfg(SNARE, 0, epochs), BATCH_SIZE)
+    mdata, roles = build_mudata(dm)
+    split = [np.asarray(dm.split[s], dtype=np.int64) for s in ("train", "val", "test")]
+    del dm  # MULTIVI holds its own copy of the data
+    gc.collect()
+    scvi.settings.seed = 0
+    MULTIVI.setup_mudata(
+        mdata, batch_key="batch", modalities={**roles, "batch_key": roles["rna_layer"]}
+    )
+    model = MULTIVI(
+        mdata,
+        n_genes=mdata[roles["rna_layer"]].n_vars,
+        n_regions=mdata[roles["atac_layer"]].n_vars,
+        n_hidden=N_HIDDEN[SNARE],
+        n_latent=N_LATENT,
+    )
+    clock = epoch_clock()
+    model.train(
+        max_epochs=epochs,
+        lr=LR,
+        accelerator="cpu",
+        devices=1,
+        batch_size=BATCH_SIZE,
+        weight_decay=WEIGHT_DECAY,
+        eps=EPS,
+        early_stopping=False,
+        n_epochs_kl_warmup=KL_WARMUP,
+        adversarial_mixing=True,
+        datasplitter_kwargs={"external_indexing": split},
+        callbacks=[clock],
+        enable_progress_bar=False,
+        logger=False,
+        enable_model_summary=False,
+    )
+    return {
+        "seconds_per_epoch": _median_after_first(clock.ends, clock.start),
+        "wall_seconds_per_epoch": clock.wall(),
+        "n_cells": len(split[0]),
+    }
+
+
+def step_flops(model, dm) -> float:
+    """Floating-point operations of one epoch of a one-step-per-batch model: one training step
+    and one validation step counted on a batch of each, scaled by the batches per pass (the
+    sparse first layers count nothing: ``embedding_bag`` has no FLOP formula)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    train, val = dm.train_dataloader(), dm.val_dataloader()
+    batch = next(iter(train))
+    model.train()
+    opts = model.configure_optimizers()
+    model.optimizers = lambda: opts
+    model.manual_backward = lambda loss: loss.backward()
+    model.log = lambda *a, **k: None
+    model._trainer = None
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model.training_step(batch, 0)
+    total = counter.get_total_flops() * len(train)
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.validation_step(next(iter(val)), 0)
+    return float(total + counter.get_total_flops() * len(val))
 
 
 class _Proto:
@@ -278,8 +439,13 @@ def child(args: argparse.Namespace) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     os.environ.setdefault("CI", "true")
     workdir = args.work / args.row.replace(":", "_") / args.implementation
+    load_start = os.getloadavg()[0]
     if args.implementation == "original":
         out = time_original(args.row, args.epochs, workdir, args.ref)
+    elif args.implementation == "scvi-tools":
+        out = time_scvi(args.row, args.epochs, workdir)
+    elif args.row.split(":")[0] in ("multivi", "cvqvae"):
+        out = time_mmint_snare(args.row, args.epochs, workdir)
     else:
         out = time_mmint(args.row, args.epochs, workdir)
     model, data, task = args.row.split(":")
@@ -290,6 +456,8 @@ def child(args: argparse.Namespace) -> None:
         implementation=args.implementation,
         threads=1,
         peak_rss_mb=peak_rss_mb(),
+        load_start=load_start,
+        load_end=os.getloadavg()[0],
         cells_per_second=out["n_cells"] / out["seconds_per_epoch"],
     )
     print("RESULT " + json.dumps(out), flush=True)
@@ -319,6 +487,22 @@ def run_child(row: str, implementation: str, args: argparse.Namespace) -> dict[s
     return None
 
 
+def implementations(row: str, ref: str | None) -> list[str]:
+    """The implementations timed for ``row``: ``original`` only with ``--ref``, ``scvi-tools``
+    only when it is installed."""
+    import importlib.util
+
+    out = []
+    for impl in IMPLEMENTATIONS[row.split(":")[0]]:
+        if impl == "original" and not ref:
+            continue
+        if impl == "scvi-tools" and importlib.util.find_spec("scvi") is None:
+            print(f"{row}: scvi-tools is not installed (pip install -e .[scvi]): skipped")
+            continue
+        out.append(impl)
+    return out
+
+
 def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
     """Markdown: the table, mmint / reference ratios, the FLOP-based lower bound."""
     import pandas as pd
@@ -333,9 +517,12 @@ def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
         f"python {platform.python_version()}; one torch thread per process",
         f"- measured matmul rate: {gflops:.1f} GFLOP/s (one thread, float32 1024 x 1024)",
         "- seconds per epoch: process CPU seconds, median over epochs 2..N (validation and "
-        "checkpoint writing included)",
+        "checkpoint writing included); ``wall_seconds_per_epoch`` the same in wall seconds "
+        "(inflated by other jobs on a shared machine: CPU seconds are the figure compared); "
+        "``load_start`` / ``load_end``: 1-minute load average when each row's process started "
+        "and ended",
         "",
-        table[COLUMNS].to_markdown(index=False, floatfmt=".3f"),
+        table.reindex(columns=COLUMNS).to_markdown(index=False, floatfmt=".3f"),
         "",
         "| model | dataset | task | mmint / reference speed | FLOPs per epoch | lower bound s / epoch | mmint s / epoch |",
         "|---|---|---|---|---|---|---|",
@@ -356,13 +543,51 @@ def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
             f"| {model} | {data} | {task} | {ratio} | {fl} | {bound} | "
             f"{m['seconds_per_epoch']:.3f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + snare_checks(table)) + "\n"
+
+
+def snare_checks(table) -> list[str]:
+    """The SNARE-seq targets: MultiVI-style at least 3x scvi-tools' cells per second, peak RSS
+    no higher; CVQVAE-style no slower per cell than the MultiVI-style model, RSS no higher."""
+
+    def row(model: str, impl: str):
+        hit = table[
+            (table["model"] == model)
+            & (table["dataset"] == SNARE)
+            & (table["implementation"] == impl)
+        ]
+        return None if hit.empty else hit.iloc[0]
+
+    mine, scvi, cvq = row("multivi", "mmint"), row("multivi", "scvi-tools"), row("cvqvae", "mmint")
+    out = []
+    if mine is not None and scvi is not None:
+        speed = mine["cells_per_second"] / scvi["cells_per_second"]
+        out.append(
+            f"- SNARE-seq, MultiVI-style vs scvi-tools MULTIVI: {speed:.2f}x the cells per second "
+            f"(target >= 3x: {'met' if speed >= 3 else 'NOT met'}); peak RSS "
+            f"{mine['peak_rss_mb']:.0f} vs {scvi['peak_rss_mb']:.0f} MB "
+            f"({'no higher' if mine['peak_rss_mb'] <= scvi['peak_rss_mb'] else 'HIGHER'})"
+        )
+    if cvq is not None and mine is not None:
+        ratio = cvq["cells_per_second"] / mine["cells_per_second"]
+        line = (
+            f"- SNARE-seq, CVQVAE-style vs MultiVI-style: {ratio:.2f}x the cells per second "
+            f"(target >= 1x: {'met' if ratio >= 1 else 'NOT met'})"
+        )
+        if scvi is not None:
+            ok = cvq["peak_rss_mb"] <= scvi["peak_rss_mb"]
+            line += (
+                f"; peak RSS {cvq['peak_rss_mb']:.0f} vs MULTIVI's {scvi['peak_rss_mb']:.0f} MB "
+                f"({'no higher' if ok else 'HIGHER'})"
+            )
+        out.append(line)
+    return ["", *out] if out else []
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default=None)
-    parser.add_argument("--rows", nargs="+", default=UNITEDNET_ROWS)
+    parser.add_argument("--rows", nargs="+", default=UNITEDNET_ROWS + SNARE_ROWS)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "speed")
@@ -378,7 +603,7 @@ def main() -> None:
 
     rows = []
     for row in args.rows:
-        for impl in ["mmint"] + (["original"] if args.ref else []):
+        for impl in implementations(row, args.ref):
             res = run_child(row, impl, args)
             if res:
                 rows.append(res)
@@ -404,7 +629,7 @@ def main() -> None:
     table = pd.concat([df for df in (old, new) if not df.empty], ignore_index=True)
     atomic_write(
         csv,
-        table[[c for c in table.columns if c in COLUMNS or c == "epoch_flops"]].to_csv(index=False),
+        table.reindex(columns=[*COLUMNS, "epoch_flops"]).to_csv(index=False),
     )
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     atomic_write(args.out / "speed.md", report(table.to_dict("records"), gflops, command))

@@ -71,7 +71,8 @@ def collect(
         prediction.setdefault(s, {})[d] = PredictionAccumulator(compute_auroc=binary)
     joint, groups, latents = [], [], {m: [] for m in mods}
     device = getattr(model, "device", torch.device("cpu"))
-    for batch in dm.iter_batches(cells):
+    sparse = bool(getattr(model, "accepts_sparse", False))
+    for batch in dm.iter_batches(cells, sparse=sparse):
         idx = batch[keys.INDEX].numpy()
         batch = {k: v.to(device) for k, v in batch.items()}
         joint.append(model.joint_latent(batch).float().cpu().numpy())

@@ -81,7 +81,8 @@ def predict(
         if len(both):
             chunks = [np.asarray(model.predict_cells(dm, src, dst, both), dtype=np.float32)]
     else:
-        for batch in dm.iter_batches(both):
+        sparse = bool(getattr(model, "accepts_sparse", False))
+        for batch in dm.iter_batches(both, sparse=sparse):
             batch = {k: v.to(device) for k, v in batch.items()}
             chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
     x = np.concatenate(chunks) if chunks else np.zeros((0, dm.inputs[dst].shape[1]), np.float32)

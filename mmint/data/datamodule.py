@@ -17,8 +17,13 @@ from mmint.data.paired import PairedData
 from mmint.data.spec import DataSpec, train_count_means
 from mmint.data.splits import make_split
 from mmint.errors import InputError
+from mmint.nn.sparse import csr_tensor
 
 Batch = dict[str, torch.Tensor]
+
+#: sparse modalities at least this wide come as sparse batches to models that accept them;
+#: narrower ones stay dense (their dense product is cheap and keeps the dense arithmetic)
+SPARSE_MIN_FEATURES = 2048
 
 
 def _rows(x: np.ndarray | sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
@@ -57,18 +62,18 @@ def _check_width(
 class _BatchDataset(Dataset):
     """Indexing with an array of cell indices returns a whole dict batch."""
 
-    def __init__(self, dm: PairedDataModule) -> None:
-        self.dm = dm
+    def __init__(self, dm: PairedDataModule, sparse: bool = False) -> None:
+        self.dm, self.sparse = dm, sparse
 
     def __len__(self) -> int:
         return self.dm.data.n_cells
 
     def __getitem__(self, idx: Sequence[int] | tuple[int, Sequence[int]]) -> Batch:
         if isinstance(idx, tuple):  # (pass index, cells) from the training sampler
-            batch = self.dm.batch(np.asarray(idx[1]))
+            batch = self.dm.batch(np.asarray(idx[1]), self.sparse)
             batch[keys.PHASE] = torch.tensor(idx[0])
             return batch
-        return self.dm.batch(np.asarray(idx))
+        return self.dm.batch(np.asarray(idx), self.sparse)
 
 
 class _ShuffledBatches(Sampler[tuple[int, list[int]]]):
@@ -158,8 +163,11 @@ class PairedDataModule(L.LightningDataModule):
     model's schedule): ``train_passes_per_epoch`` reshuffled passes per epoch, each batch
     tagged with its pass index (``keys.PHASE``), and, when the model's
     ``uses_unlabelled_target`` is true, the ``holdout_batch`` target cells in the train loader
-    (always with label -1). The attributes ``passes_per_epoch`` and
-    ``include_target_in_train`` override the model's declaration when set (not ``None``).
+    (always with label -1), and, when the model's ``accepts_sparse`` is true, the inputs of
+    sparse modalities as sparse CSR tensors (no per-batch densifying; the model's first
+    layers read them sparse). The attributes ``passes_per_epoch``, ``include_target_in_train``
+    and ``sparse_batches`` override the model's declaration when set (not ``None``);
+    ``sparse_min_features`` (default 2,048) is the narrowest modality given sparse.
     Labels of ``holdout_batch`` target cells are never put in a batch.
     """
 
@@ -190,6 +198,10 @@ class PairedDataModule(L.LightningDataModule):
         self.passes_per_epoch: int | None = None
         #: add the unlabelled target cells to the train loader (``None``: the model's)
         self.include_target_in_train: bool | None = None
+        #: sparse modalities' inputs as sparse tensors (``None``: the model's ``accepts_sparse``)
+        self.sparse_batches: bool | None = None
+        #: the narrowest sparse modality given as a sparse batch
+        self.sparse_min_features = SPARSE_MIN_FEATURES
         self._ready = False
 
     # ------------------------------------------------------------------ setup
@@ -282,8 +294,13 @@ class PairedDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ batches
-    def batch(self, idx: np.ndarray) -> Batch:
-        """The dict batch of the cells ``idx`` (keys in :mod:`mmint.keys`)."""
+    def batch(self, idx: np.ndarray, sparse: bool = False) -> Batch:
+        """The dict batch of the cells ``idx`` (keys in :mod:`mmint.keys`).
+
+        ``sparse``: the model inputs of modalities held sparse with at least
+        ``sparse_min_features`` features come as torch CSR tensors (raw counts stay dense:
+        likelihoods read every entry).
+        """
         idx = np.asarray(idx, dtype=np.int64)
         out: Batch = {
             keys.INDEX: torch.from_numpy(idx),
@@ -291,24 +308,31 @@ class PairedDataModule(L.LightningDataModule):
             keys.LABEL: torch.from_numpy(self.batch_labels[idx]),
         }
         for m in self.modalities:
-            out[m] = torch.from_numpy(_rows(self.inputs[m], idx))
+            x = self.inputs[m]
+            if sparse and sp.issparse(x) and x.shape[1] >= self.sparse_min_features:
+                out[m] = csr_tensor(x[idx])
+            else:
+                out[m] = torch.from_numpy(_rows(x, idx))
             out[keys.mask_key(m)] = torch.from_numpy(self.masks[m][idx])
             if m in self.counts:
                 out[keys.counts_key(m)] = torch.from_numpy(_rows(self.counts[m], idx))
         return out
 
-    def iter_batches(self, idx: np.ndarray, batch_size: int | None = None) -> Iterator[Batch]:
-        """Batches over ``idx`` in order (for evaluation)."""
+    def iter_batches(
+        self, idx: np.ndarray, batch_size: int | None = None, sparse: bool = False
+    ) -> Iterator[Batch]:
+        """Batches over ``idx`` in order (for evaluation); ``sparse`` as in :meth:`batch`."""
         size = batch_size or self.eval_batch_size
         for i in range(0, len(idx), size):
-            yield self.batch(idx[i : i + size])
+            yield self.batch(idx[i : i + size], sparse)
 
     def cells(self, name: str) -> np.ndarray:
         """Indices of ``train``, ``val``, ``test`` or ``all`` cells."""
         return np.arange(self.data.n_cells) if name == "all" else self.split[name]
 
     def _loader(self, sampler: Sampler | Sequence[list[int]]) -> DataLoader:
-        return DataLoader(_BatchDataset(self), sampler=sampler, batch_size=None)
+        sparse = bool(self._declared("sparse_batches", "accepts_sparse", False))
+        return DataLoader(_BatchDataset(self, sparse), sampler=sampler, batch_size=None)
 
     def _declared(self, attribute: str, model_attribute: str, default: Any) -> Any:
         """This module's setting, else the trained model's declaration, else ``default``."""

@@ -184,6 +184,13 @@ class PredictionAccumulator:
             only the feature moments (enough for :meth:`n_degenerate`); R2, Pearson and AUROC
             then raise.
         """
+        rows = _default_chunk_size(x_true.shape[1]) if np.ndim(x_true) == 2 else 0
+        if rows and x_true.shape[0] > rows:
+            # wide chunks (1,024 cells x 25,734 peaks) are split: a few float64 copies of a
+            # whole chunk would cost gigabytes
+            for part in iter_row_chunks(x_true.shape[0], rows):
+                self.update(x_true[part], None if x_pred is None else x_pred[part])
+            return
         t = _dense64(x_true)
         if self.n_features is None:
             self.n_features = t.shape[1]

@@ -15,7 +15,8 @@ of its metrics (skipping undefined ones), ``total = 0.6 * bio + 0.4 * batch``; n
 scaling, so the scores do not depend on which other embeddings are compared.
 
 scib-metrics (and jax) are imported lazily, on the first call, because the import takes
-several seconds.
+several seconds; jax's persistent compilation cache is turned on then
+(:func:`mmint.metrics.jax_cache.enable_jax_cache`), so compilation is paid once per machine.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from importlib.metadata import version
 from typing import Any
 
 import numpy as np
+
+from mmint.metrics.jax_cache import enable_jax_cache
 
 #: k of the neighbour graph per metric, as in ``Benchmarker`` (capped at ``n_neighbors``).
 K_GRAPH_CONNECTIVITY = 15
@@ -85,6 +88,7 @@ def _as_embedding(z: np.ndarray) -> np.ndarray:
 def _bras(z: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> float | None:
     """BRAS, or ``None`` when no label spans two batches (scib-metrics then has nothing to
     average and raises)."""
+    enable_jax_cache()
     import scib_metrics
 
     spans = any(len(np.unique(batches[labels == lab])) > 1 for lab in np.unique(labels))
@@ -100,6 +104,7 @@ def _batch_metrics(
     x_pre: np.ndarray | None,
 ) -> dict[str, float | None]:
     """The batch-correction metrics, called as ``Benchmarker`` calls them."""
+    enable_jax_cache()
     import scib_metrics
 
     k = neighbors.n_neighbors
@@ -184,6 +189,7 @@ def scib_scores(
         e.g. kBET when no label has two batches); ``batch_correction`` and ``total`` are
         ``None`` with one batch.
     """
+    enable_jax_cache()
     import scib_metrics
     from scib_metrics.utils import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from mmint.data.spec import DataSpec
+from mmint.memory import keep_freed_memory
 
 Batch = dict[str, Tensor]
 
@@ -26,6 +27,8 @@ class Integrator(ABC):
     name: str = "model"
     #: whether the model trains in epochs (curves, epoch cost keys); ``False`` for baselines
     trains_in_epochs: bool = True
+    #: whether batches may hold sparse (CSR) inputs of wide sparse modalities
+    accepts_sparse: bool = False
     spec: DataSpec
 
     @property
@@ -60,6 +63,11 @@ class IntegratorModule(Integrator, L.LightningModule):
         super().__init__()
         self.spec = DataSpec.from_any(spec)
         self.automatic_optimization = False
+
+    def on_train_start(self) -> None:
+        """Keep freed memory for reuse (:func:`mmint.memory.keep_freed_memory`): every batch
+        allocates the same large tensors again."""
+        keep_freed_memory()
 
     @torch.no_grad()
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:

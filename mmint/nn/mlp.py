@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mmint.nn.sparse import feature_major_, is_sparse, sparse_linear
+
 _ACTIVATIONS = {
     "relu": nn.ReLU,
     "leaky_relu": lambda: nn.LeakyReLU(0.2),
@@ -56,6 +58,10 @@ class MLP(nn.Module):
         output is refused: it outputs its bias whatever the input (a defect of the original).
     bias
         Whether the linear layers have biases.
+    sparse_input
+        The input may be a sparse (CSR) tensor: the first layer then sums only the stored
+        entries (:func:`mmint.nn.sparse.sparse_linear`) and keeps its weight feature-major.
+        A dense input gives the same result either way.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class MLP(nn.Module):
         layer_norm: bool = False,
         out_norm: str | None = None,
         bias: bool = True,
+        sparse_input: bool = False,
     ) -> None:
         super().__init__()
         if out_norm == "layer" and n_out == 1:
@@ -94,8 +101,16 @@ class MLP(nn.Module):
                 elif out_norm == "layer":
                     layers.append(nn.LayerNorm(b))
                 layers.append(make_activation(out_activation))
+        if sparse_input:
+            feature_major_(layers[0])
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the network."""
-        return self.net(x)
+        """Apply the network (``x`` dense, or sparse into the first layer)."""
+        if not is_sparse(x):
+            return self.net(x)
+        first, *rest = self.net
+        x = sparse_linear(x, first.weight, first.bias)
+        for layer in rest:
+            x = layer(x)
+        return x

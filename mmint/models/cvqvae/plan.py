@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
@@ -16,6 +18,8 @@ from mmint.models.hparams import constructor_args, save_hparams
 from mmint.models.inputs import step_inputs
 from mmint.models.loss_output import log_loss_output
 from mmint.models.stepping import manual_step, zero_loss
+from mmint.nn.optim import adam
+from mmint.nn.sparse import csr_tensor, is_sparse, scipy_csr
 
 
 class CVQVAE(IntegratorModule):
@@ -64,6 +68,8 @@ class CVQVAE(IntegratorModule):
     """
 
     name = "cvqvae"
+    #: sparse inputs come as sparse batches (used sparse with ``input_rep="pca"``)
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -129,7 +135,12 @@ class CVQVAE(IntegratorModule):
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return step_inputs(batch, self.modalities)
+        """Float inputs and masks per modality: sparse inputs stay sparse into the ``pca``
+        projection, and are densified for ``features`` (the encoders read them whole and
+        they are the reconstruction targets)."""
+        return step_inputs(
+            batch, self.modalities, keep_sparse=self.module.input_rep == "pca", dtype=self.dtype
+        )
 
     @torch.no_grad()
     def fit_input_projection(self, batches: Iterable[Batch]) -> None:
@@ -139,20 +150,27 @@ class CVQVAE(IntegratorModule):
         when fitting without a datamodule.
         """
         cap = self.hparams.pca_max_cells
-        rows: dict[str, list[Tensor]] = {m: [] for m in self.modalities}
+        rows: dict[str, list[Any]] = {m: [] for m in self.modalities}
         for batch in batches:
             x, masks = self._inputs(batch)
             for m in self.modalities:
                 have = sum(r.shape[0] for r in rows[m])
                 if have >= cap:
                     continue
-                keep = (masks[m] > 0.5) if m in masks else torch.ones_like(x[m][:, 0]).bool()
-                rows[m].append(x[m][keep][: cap - have].cpu())
+                n = x[m].shape[0]
+                keep = (masks[m] > 0.5) if m in masks else torch.ones(n, dtype=torch.bool)
+                picked = np.flatnonzero(keep.cpu().numpy())[: cap - have]
+                # sparse rows are gathered as scipy CSR: never densified
+                rows[m].append(scipy_csr(x[m])[picked] if is_sparse(x[m]) else x[m][picked].cpu())
             if all(sum(r.shape[0] for r in rows[m]) >= cap for m in self.modalities):
                 break
         for m in self.modalities:
             proj = self.module.projections[m]
-            proj.fit(torch.cat(rows[m]).to(proj.mean.device))
+            if rows[m] and sp.issparse(rows[m][0]):
+                fit_rows = csr_tensor(sp.vstack(rows[m], format="csr"))
+            else:
+                fit_rows = torch.cat(rows[m])
+            proj.fit(fit_rows.to(proj.mean.device))
 
     def on_fit_start(self) -> None:
         """Fit the ``pca`` projections from the training data if they are not fitted yet."""
@@ -171,7 +189,7 @@ class CVQVAE(IntegratorModule):
     # -------------------------------------------------------------- training
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """One Adam over encoders and decoders (codebooks are buffers moved by EMA)."""
-        return torch.optim.Adam(
+        return adam(
             self.module.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 

@@ -21,7 +21,13 @@ from mmint import keys
 from mmint.data.modality import TARGET_SUM
 from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
-from mmint.nn.likelihoods import log_bernoulli, log_nb, log_nb_mixture, log_normal, log_zinb
+from mmint.nn.likelihoods import (
+    log_bernoulli_factors,
+    log_nb,
+    log_nb_mixture,
+    log_normal,
+    log_zinb,
+)
 from mmint.nn.mlp import MLP
 
 Batch = dict[str, Tensor]
@@ -115,8 +121,13 @@ def mix_posteriors(means: Tensor, variances: Tensor, weights: Tensor) -> tuple[T
 
 
 # ---------------------------------------------------------------------------- networks
-def _body(n_in: int, n_hidden: int, n_layers: int, dropout: float) -> nn.Module:
-    """``n_layers`` blocks of Linear -> (Dropout) -> LayerNorm -> LeakyReLU."""
+def _body(
+    n_in: int, n_hidden: int, n_layers: int, dropout: float, sparse_input: bool = False
+) -> nn.Module:
+    """``n_layers`` blocks of Linear -> (Dropout) -> LayerNorm -> LeakyReLU.
+
+    ``sparse_input``: the input may be a sparse batch (see :class:`mmint.nn.mlp.MLP`).
+    """
     mlp = MLP(
         n_in,
         [n_hidden] * (n_layers - 1),
@@ -126,17 +137,26 @@ def _body(n_in: int, n_hidden: int, n_layers: int, dropout: float) -> nn.Module:
         dropout=dropout,
         layer_norm=True,
         out_norm="layer",
+        sparse_input=sparse_input,
     )
     # MLP puts no dropout on its last block; add it so every layer has the same treatment
     return nn.Sequential(mlp, nn.Dropout(dropout)) if dropout > 0 else mlp
 
 
 class GaussianEncoder(nn.Module):
-    """Input -> mean and variance of a diagonal Gaussian posterior over the latent."""
+    """Input (dense or sparse) -> mean and variance of a diagonal Gaussian posterior."""
 
-    def __init__(self, n_in: int, n_latent: int, n_hidden: int, n_layers: int, dropout: float):
+    def __init__(
+        self,
+        n_in: int,
+        n_latent: int,
+        n_hidden: int,
+        n_layers: int,
+        dropout: float,
+        sparse_input: bool = False,
+    ):
         super().__init__()
-        self.body = _body(n_in, n_hidden, n_layers, dropout)
+        self.body = _body(n_in, n_hidden, n_layers, dropout, sparse_input)
         self.mean = nn.Linear(n_hidden, n_latent)
         self.log_var = nn.Linear(n_hidden, n_latent)
 
@@ -303,21 +323,23 @@ class BinaryDecoder(_Decoder):
         self.prob = nn.Linear(n_hidden, n_features)
         self.region_factors = nn.Parameter(torch.zeros(n_features))
         self.cell_factor = nn.Sequential(
-            _body(n_features, n_hidden, n_layers_factor, 0.0), nn.Linear(n_hidden, 1)
+            _body(n_features, n_hidden, n_layers_factor, 0.0, sparse_input=True),
+            nn.Linear(n_hidden, 1),
         )
         self.momentum = momentum
         self.register_buffer("mean_cell_factor", torch.tensor(1.0))
 
     def log_prob(self, h: Tensor, batch: Batch) -> Tensor:
-        x = batch[self.modality]
+        x = batch[self.modality]  # dense or sparse
         cell = torch.sigmoid(self.cell_factor(x))
         if self.training:
-            observed = batch.get(keys.mask_key(self.modality), torch.ones(len(x), device=x.device))
+            observed = batch.get(
+                keys.mask_key(self.modality), torch.ones(x.shape[0], device=x.device)
+            )
             if observed.sum() > 0:
                 batch_mean = (cell.squeeze(-1).detach() * observed).sum() / observed.sum()
                 self.mean_cell_factor.lerp_(batch_mean, self.momentum)
-        p = torch.sigmoid(self.prob(h)) * cell * torch.sigmoid(self.region_factors)
-        return log_bernoulli((x > 0).to(p.dtype), p).sum(-1)
+        return log_bernoulli_factors(x, self.prob(h), cell, self.region_factors)
 
     def predict(self, h: Tensor) -> Tensor:
         return (
@@ -416,8 +438,14 @@ class MultiVAE(nn.Module):
         self.decoders = nn.ModuleDict()
         for m in self.modalities:
             f = n_features[m]
+            # counts and binary inputs may come as sparse batches
             self.encoders[m] = GaussianEncoder(
-                f, n_latent, n_hidden, n_layers_encoder, dropout_rate
+                f,
+                n_latent,
+                n_hidden,
+                n_layers_encoder,
+                dropout_rate,
+                sparse_input=kinds[m] in ("counts", "binary"),
             )
             args = (m, n_in, f, n_hidden, n_layers_decoder)
             if kinds[m] == "counts" and transforms.get(m) == "clr":
@@ -442,7 +470,7 @@ class MultiVAE(nn.Module):
     def masks(self, batch: Batch) -> Tensor:
         """``(n, M)`` 0/1 float: which modalities each cell has (all ones without mask keys)."""
         ref = batch[self.modalities[0]]
-        ones = torch.ones(len(ref), device=ref.device)
+        ones = torch.ones(ref.shape[0], device=ref.device)
         return torch.stack([batch.get(keys.mask_key(m), ones).float() for m in self.modalities], 1)
 
     def weights(self, batch: Batch, mask: Tensor) -> Tensor:

@@ -26,6 +26,7 @@ from mmint.models.multivi.module import (
 )
 from mmint.models.stepping import manual_step
 from mmint.nn.batch import BatchAdversary
+from mmint.nn.optim import adam
 
 
 def kl_warmup(epoch: int, n_epochs: int) -> float:
@@ -80,6 +81,8 @@ class MultiVI(IntegratorModule):
     """
 
     name = "multivi"
+    #: counts and binary inputs come as sparse batches (sparse first layers)
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -176,15 +179,17 @@ class MultiVI(IntegratorModule):
         """AdamW for the VAE; Adam for the batch classifier when it is on."""
         h = self.hparams
         opts: list[torch.optim.Optimizer] = [
-            torch.optim.AdamW(
-                self.module.parameters(), lr=h["lr"], weight_decay=h["weight_decay"], eps=h["eps"]
+            adam(
+                self.module.parameters(),
+                decoupled=True,
+                lr=h["lr"],
+                weight_decay=h["weight_decay"],
+                eps=h["eps"],
             )
         ]
         if self.adversary is not None:
             opts.append(
-                torch.optim.Adam(
-                    self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"]
-                )
+                adam(self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"])
             )
         return opts
 
