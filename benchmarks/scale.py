@@ -68,6 +68,8 @@ COLUMNS = [
     "note",
 ]
 KEY = ["model", "dataset", "n_cells"]
+#: integer columns (pandas reads them as float when a failed row leaves them empty)
+INTEGERS = ["n_cells", "n_features", "epochs", "n_train", "n_test"]
 #: one thread everywhere: torch (set in the child), BLAS / OpenMP and XLA (scib-metrics' jax)
 ONE_THREAD = {
     "OMP_NUM_THREADS": "1",
@@ -394,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.concat([d for d in (table[~same], new) if not d.empty], ignore_index=True)
         table = table.sort_values(["dataset", "model", "n_cells"], kind="stable")
         atomic_write(csv, table.to_csv(index=False))
+    table[INTEGERS] = table[INTEGERS].apply(pd.to_numeric).astype("Int64")
+    atomic_write(csv, table.to_csv(index=False))
     notes = args.notes.read_text().strip().splitlines() if args.notes else []
     write_markdown(table.reset_index(drop=True), args.out / "scale.md", notes)
     return 0
