@@ -25,6 +25,7 @@ from mmint.metrics.clustering import (
     nmi,
 )
 from mmint.metrics.prediction import PredictionAccumulator
+from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models.base import Integrator
 
 
@@ -218,9 +219,15 @@ def transfer_scores_for(
 
 
 def scib_block(
-    out: Outputs, dm: PairedDataModule, kbet: bool = False, seed: int = 0
+    out: Outputs,
+    dm: PairedDataModule,
+    kbet: bool = False,
+    seed: int = 0,
+    max_cells: int | None = SCIB_MAX_CELLS,
 ) -> dict | None:
-    """scIB scores of the joint latent and the modality-mixing score of the per-modality latents."""
+    """scIB scores of the joint latent and the modality-mixing score of the per-modality latents;
+    above ``max_cells`` scored cells both run on a seeded label-stratified subsample, recorded
+    in ``subsample``."""
     from mmint.metrics.scib import modality_mixing, scib_scores
 
     labels = dm.true_labels[out.cells]
@@ -234,6 +241,7 @@ def scib_block(
         batches if len(np.unique(batches)) > 1 else None,
         kbet=kbet,
         seed=seed,
+        max_cells=max_cells,
     )
     complete = lab.copy()
     for m in out.latents:
@@ -241,7 +249,11 @@ def scib_block(
     dims = {z.shape[1] for z in out.latents.values()}
     if len(out.latents) >= 2 and len(dims) == 1 and complete.sum() > 10:
         res["modality_mixing"] = modality_mixing(
-            {m: z[complete] for m, z in out.latents.items()}, labels[complete], kbet=kbet
+            {m: z[complete] for m, z in out.latents.items()},
+            labels[complete],
+            kbet=kbet,
+            max_cells=max_cells,
+            seed=seed,
         )
     else:
         res["modality_mixing"] = None
@@ -256,8 +268,10 @@ def evaluate(
     kbet: bool = False,
     leiden: bool = True,
     seed: int = 0,
+    scib_max_cells: int | None = SCIB_MAX_CELLS,
 ) -> dict[str, Any]:
-    """All score keys of ``metrics.json`` for ``cells`` (``test`` by default)."""
+    """All score keys of ``metrics.json`` for ``cells`` (``test`` by default); the scIB block
+    runs on a stratified subsample above ``scib_max_cells`` cells."""
     idx = dm.cells(cells)
     out = collect(model, dm, idx)
     skip = not_applicable(model)
@@ -272,7 +286,9 @@ def evaluate(
     res.update(alignment_scores(out, dm, seed=seed))
     if holdout and train_out is not None:
         res.update(transfer_scores_for(out, dm, train_out, model))
-    res["scib"] = scib_block(out, dm, kbet=kbet, seed=seed) if scib else None
+    res["scib"] = (
+        scib_block(out, dm, kbet=kbet, seed=seed, max_cells=scib_max_cells) if scib else None
+    )
     res.update(out.extra)
     # metrics that do not apply are null, with the reason (contracts: not_applicable)
     for key in skip:

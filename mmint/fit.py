@@ -42,6 +42,7 @@ from mmint.errors import InputError
 from mmint.evaluate import evaluate
 from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
+from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 from mmint.outputs import write_outputs
@@ -461,6 +462,7 @@ def _fit(
             kbet=ev.get("kbet", False),
             leiden=ev.get("leiden", True),
             seed=seed,
+            scib_max_cells=ev.get("scib_max_cells", SCIB_MAX_CELLS),
         )
         metrics = {
             "model": name,

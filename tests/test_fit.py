@@ -104,6 +104,15 @@ def test_metrics_keys_follow_contract(pca_run):
         "protocol",
     ):
         assert name in metrics["scib"]
+    # eval.scib_max_cells (20,000) is above the test cells: every one is scored, and said so
+    n_test = metrics["split"]["n_test"]
+    assert metrics["scib"]["subsample"] == {
+        "n_cells": n_test,
+        "n_cells_total": n_test,
+        "max_cells": 20000,
+        "how": "all scored cells (not more than max_cells)",
+        "seed": None,
+    }
     # no metric can explode because of a degenerate feature
     for row in metrics["r2"].values():
         assert all(v > -1e3 for v in row.values())

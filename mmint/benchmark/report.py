@@ -21,6 +21,7 @@ HEADLINE: dict[str, bool] = {
     "foscttm": False,
     "latent_distance": False,
     "scib.bio_conservation": True,
+    "scib.batch_correction": True,
     "scib.total": True,
     "fit_seconds": False,
 }
@@ -32,6 +33,7 @@ LABELS = {
     "foscttm": "FOSCTTM",
     "latent_distance": "latent distance",
     "scib.bio_conservation": "scIB bio",
+    "scib.batch_correction": "scIB batch",
     "scib.total": "scIB total",
     "fit_seconds": "fit s",
     "ari_class": "ARI (class)",
@@ -42,8 +44,11 @@ LABELS = {
 #: metrics shown after the headline ones when a run has them
 EXTRA = ["ari_class", "transfer_accuracy", "transfer_macro_f1"]
 NA = "n/a"
-#: metrics that enter the mean rank (quality, not cost)
-RANKED = [m for m in HEADLINE if m != "fit_seconds"]
+#: metrics that enter the mean rank (quality, not cost); scIB batch is already in scIB total
+RANKED = [m for m in HEADLINE if m not in ("fit_seconds", "scib.batch_correction")]
+#: the individual scIB metrics of the per-dataset scIB table (``scib.metrics.<name>``)
+SCIB_BIO = ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi_knn")
+SCIB_BATCH = ("bras", "ilisi_knn", "kbet_per_label", "graph_connectivity", "pcr_comparison")
 #: metrics of the paired (ablation) comparisons
 PAIRED = ["ari", "r2_cross", "ari_kmeans", "nmi", "foscttm", "latent_distance", "scib.total"]
 GROUP = ["data", "model", "variant"]
@@ -349,6 +354,54 @@ def dataset_section(agg: pd.DataFrame, data: str, floor: Sequence[str]) -> str:
     return "\n".join(text)
 
 
+def scib_section(table: pd.DataFrame, data: str) -> str:
+    """The scIB table of one dataset with several batches: bio conservation, batch correction
+    and total with each metric behind them (mean ± sd over seeds), and which cells were
+    scored when the scIB metrics ran on a subsample (``scib.subsample``)."""
+    sub = table[table["data"] == data]
+    names = [f"scib.metrics.{m}" for m in (*SCIB_BIO, *SCIB_BATCH)]
+    aggregates = ["scib.bio_conservation", "scib.batch_correction", "scib.total"]
+    agg = aggregate(sub, [*aggregates, *names])
+    if agg.empty or "scib.batch_correction_mean" not in agg:
+        return ""
+    metrics = [m for m in [*aggregates, *names] if f"{m}_mean" in agg]
+    header = ["model", "variant", *[LABELS.get(m, m.rsplit(".", 1)[-1]) for m in metrics]]
+    rows = [[r["model"], r["variant"], *[cell(r, m) for m in metrics]] for _, r in agg.iterrows()]
+    text = [
+        f"### {data}: scIB bio conservation and batch correction",
+        "",
+        markdown_table(header, rows),
+        "",
+        "Mean ± sd over seeds, test cells, scib-metrics without min-max scaling; higher is "
+        "better for every column. Bio: "
+        + ", ".join(m for m in SCIB_BIO if f"scib.metrics.{m}_mean" in agg)
+        + "; batch: "
+        + ", ".join(m for m in SCIB_BATCH if f"scib.metrics.{m}_mean" in agg)
+        + "; total = 0.6 bio + 0.4 batch.",
+    ]
+    note = _subsample_note(ok_rows(sub))
+    return "\n".join([*text, *([note] if note else [])])
+
+
+def _subsample_note(ok: pd.DataFrame) -> str:
+    """Which cells the scIB metrics saw when some runs scored a subsample."""
+    n, total = "scib.subsample.n_cells", "scib.subsample.n_cells_total"
+    if n not in ok or total not in ok:
+        return ""
+    counts = ok[[n, total]].apply(pd.to_numeric, errors="coerce").dropna()
+    sampled = counts[counts[n] < counts[total]]
+    if sampled.empty:
+        return ""
+    how = ok.loc[sampled.index, "scib.subsample.how"].dropna().astype(str)
+    return (
+        f"The scIB metrics of {len(sampled)} of {len(counts)} runs scored a subsample of "
+        f"{int(sampled[n].min())}-{int(sampled[n].max())} of "
+        f"{int(sampled[total].min())}-{int(sampled[total].max())} test cells "
+        f"(`eval.scib_max_cells`; {how.iloc[0] if len(how) else 'see metrics.json'}; the "
+        "seed is each run's seed)."
+    )
+
+
 def ablation_section(table: pd.DataFrame, opts: ReportOptions) -> str:
     """Paired differences (variant - reference, same seed) with 95% t intervals, and the
     multi-task vs single-task verdicts."""
@@ -487,6 +540,8 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
     text += ["## Notes", "", *[f"- {n}" for n in notes], ""]
     for data in dict.fromkeys(agg["data"]) if not agg.empty else []:
         text += [dataset_section(agg, data, opts.floor), ""]
+        scib = scib_section(table, data)
+        text += [scib, ""] if scib else []
     if "variant" in table and table["variant"].nunique() > 1:
         text += [ablation_section(table, opts)]
     if len(flagged):

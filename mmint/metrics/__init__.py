@@ -7,6 +7,8 @@
 - :mod:`~mmint.metrics.alignment`: FOSCTTM and latent distance of paired latents;
 - :mod:`~mmint.metrics.scib`: scib-metrics wrapper (bio conservation, batch correction,
   modality mixing);
+- :mod:`~mmint.metrics.subsample`: the seeded, label-stratified subsample the scIB metrics use
+  above ``eval.scib_max_cells`` cells;
 - :mod:`~mmint.metrics.transfer`: label-transfer accuracy and macro F1.
 
 scanpy and scib-metrics are imported only when a function that needs them is called.
@@ -33,10 +35,12 @@ from mmint.metrics.prediction import (
     r2,
 )
 from mmint.metrics.scib import exact_neighbors, modality_mixing, scib_scores
+from mmint.metrics.subsample import SCIB_MAX_CELLS, stratified_subsample
 from mmint.metrics.transfer import transfer_scores
 
 __all__ = [
     "DEFAULT_RESOLUTIONS",
+    "SCIB_MAX_CELLS",
     "VARIANCE_EPS",
     "PredictionAccumulator",
     "accumulate",
@@ -56,5 +60,6 @@ __all__ = [
     "pearson_per_cell",
     "r2",
     "scib_scores",
+    "stratified_subsample",
     "transfer_scores",
 ]

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from mmint.metrics.jax_cache import enable_jax_cache
+from mmint.metrics.subsample import stratified_subsample
 
 #: k of the neighbour graph per metric, as in ``Benchmarker`` (capped at ``n_neighbors``).
 K_GRAPH_CONNECTIVITY = 15
@@ -157,6 +158,7 @@ def scib_scores(
     n_neighbors: int = 90,
     seed: int = 0,
     x_pre: np.ndarray | None = None,
+    max_cells: int | None = None,
 ) -> dict[str, Any]:
     """scIB bio-conservation and batch-correction scores of one embedding.
 
@@ -180,11 +182,15 @@ def scib_scores(
     x_pre
         Pre-integration embedding (e.g. a PCA of the unintegrated data), shape
         (n_cells, n_pcs); needed for ``pcr_comparison``, left out when ``None``.
+    max_cells
+        Above this many cells every metric runs on a label-stratified subsample drawn with
+        ``seed`` (:func:`mmint.metrics.subsample.stratified_subsample`); ``None``: all cells.
 
     Returns
     -------
     dict
-        ``{"bio_conservation", "batch_correction", "total", "metrics", "protocol"}``;
+        ``{"bio_conservation", "batch_correction", "total", "metrics", "protocol",
+        "subsample"}``; ``subsample`` says which cells were scored (n_cells, how, seed);
         ``metrics`` maps snake_case names to floats (``None`` where scib-metrics returns nan,
         e.g. kBET when no label has two batches); ``batch_correction`` and ``total`` are
         ``None`` with one batch.
@@ -209,6 +215,11 @@ def scib_scores(
         raise ValueError(f"{batches.shape[0]} batches for {n} cells")
     if x_pre is not None and np.asarray(x_pre).shape[0] != n:
         raise ValueError(f"x_pre has {np.asarray(x_pre).shape[0]} rows for {n} cells")
+    # the quadratic metrics (silhouettes, BRAS, the exact kNN graph) bound the cells
+    keep, subsample = stratified_subsample(labels, max_cells, seed)
+    if subsample["n_cells"] < n:
+        z, labels, batches = z[keep], labels[keep], batches[keep]
+        x_pre = None if x_pre is None else np.asarray(x_pre)[keep]
     multi_batch = np.unique(batches).size >= 2
 
     neighbors = exact_neighbors(z, n_neighbors)
@@ -240,6 +251,7 @@ def scib_scores(
         "protocol": _protocol(
             neighbors.n_neighbors, kbet, multi_batch, multi_batch and x_pre is not None, seed
         ),
+        "subsample": subsample,
     }
 
 
@@ -248,7 +260,9 @@ def modality_mixing(
     labels: np.ndarray | None = None,
     kbet: bool = False,
     n_neighbors: int = 90,
-) -> dict[str, float | None]:
+    max_cells: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Batch-correction metrics with the modality as the batch: how well modalities mix.
 
     The per-modality latents of the same cells are stacked (in the mapping's order; each
@@ -269,11 +283,17 @@ def modality_mixing(
         Compute ``kbet_per_label``.
     n_neighbors
         k of the neighbour graph, as in :func:`scib_scores`.
+    max_cells
+        Above this many cells (before stacking) the metrics run on a label-stratified
+        subsample of the cells drawn with ``seed``, each kept cell in every modality.
+    seed
+        Seed of that subsample.
 
     Returns
     -------
     dict
-        ``{metric: value, ..., "batch_correction": mean of the metrics}``.
+        ``{metric: value, ..., "batch_correction": mean of the metrics, "subsample": which
+        cells}``.
     """
     if len(latents) < 2:
         raise ValueError(f"modality mixing needs at least 2 modalities, got {list(latents)}")
@@ -287,10 +307,13 @@ def modality_mixing(
     labels = np.asarray(labels).ravel()
     if labels.shape[0] != n:
         raise ValueError(f"{labels.shape[0]} labels for {n} cells")
+    keep, subsample = stratified_subsample(labels, max_cells, seed)
+    if subsample["n_cells"] < n:
+        arrays, labels, n = [a[keep] for a in arrays], labels[keep], int(keep.size)
     z = np.concatenate(arrays, axis=0)
     modality = np.repeat(np.array(list(latents.keys()), dtype=object), n)
     labels = np.tile(labels, len(arrays))
     neighbors = exact_neighbors(z, n_neighbors)
     out = _batch_metrics(z, labels, modality, neighbors, kbet, x_pre=None)
     out["batch_correction"] = _mean_or_none(list(out.values()))
-    return out
+    return {**out, "subsample": subsample}

@@ -147,7 +147,13 @@ def test_built_in_suites(name):
         assert set(suite.models) >= {"unitednet", "multivi", "cvqvae", "pca"}
         assert "++eval.kbet=false" in runs[0].overrides
     if name == "real":
-        assert "synthetic" not in suite.datasets and "patchseq_gouwen2020" in suite.datasets
+        assert "synthetic" not in suite.datasets
+        # the two large datasets (Liu 2021: 30,534 CITE-seq cells; SNARE-seq: 10,309) are in
+        assert {
+            "patchseq_gouwen2020",
+            "pbmc_covid_cite_liu2021",
+            "snareseq_mouse_cortex_chen2019",
+        } <= set(suite.datasets)
     if name == "ablation_unitednet":
         assert set(suite.variants) == {
             "alternating_epoch",

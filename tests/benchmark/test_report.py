@@ -151,3 +151,56 @@ def test_metrics_that_do_not_apply_read_na(results):
     wnn_line = next(line for line in summary_table(table).splitlines() if cells(line)[1] == "wnn")
     assert "n/a" in wnn_line
     assert "`n/a` for `wnn`: foscttm: spaces are not aligned." in text
+
+
+def test_scib_batch_scores_beside_bio(results):
+    """With several batches the report shows scIB batch correction next to bio conservation,
+    with the metrics behind them, leaves it out of the rank (scIB total has it), and says when
+    the scIB metrics scored a subsample."""
+    scib = {
+        ("m", "ref"): (0.60, 0.40, [0.30, 0.50, 0.40]),
+        ("m", "single"): (0.50, 0.70, [0.60, 0.80, 0.70]),
+        ("pca", "default"): (0.40, 0.20, [0.10, 0.30, 0.20]),
+    }
+    table = results.copy()
+    for (model, variant), (bio, batch, ilisi) in scib.items():
+        rows = (table["model"] == model) & (table["variant"] == variant) & (table["seed"] < 3)
+        table.loc[rows, "scib.bio_conservation"] = bio
+        table.loc[rows, "scib.batch_correction"] = batch
+        table.loc[rows, "scib.total"] = 0.6 * bio + 0.4 * batch
+        table.loc[rows, "scib.metrics.silhouette_label"] = bio
+        table.loc[rows, "scib.metrics.ilisi_knn"] = ilisi
+        table.loc[rows, "scib.subsample.n_cells"] = 100
+        table.loc[rows, "scib.subsample.n_cells_total"] = 100
+    # one run scored a subsample
+    first = table.index[(table["model"] == "pca") & (table["seed"] == 0)][0]
+    table.loc[first, "scib.subsample.n_cells"] = 50
+    table.loc[first, "scib.subsample.how"] = "stratified by label"
+    text = build_report(table, ReportOptions(name="t", reference="ref"))
+    section = text.split("### d1: scIB bio conservation and batch correction")[1]
+    lines = section.strip().splitlines()
+    assert cells(lines[0]) == [
+        "model",
+        "variant",
+        "scIB bio",
+        "scIB batch",
+        "scIB total",
+        "silhouette_label",
+        "ilisi_knn",
+    ]
+    single = next(cells(line) for line in lines if cells(line)[:2] == ["m", "single"])
+    # ilisi 0.6 / 0.8 / 0.7: mean 0.7, sd 0.1
+    assert single[2:4] == ["0.500 ± 0.000", "0.700 ± 0.000"] and single[6] == "0.700 ± 0.100"
+    assert "The scIB metrics of 1 of 9 runs scored a subsample of 50-50 of 100-100" in text
+    assert "stratified by label" in text
+    # the dataset table shows scIB batch next to bio; the rank does not count it
+    main = text.split("## d1")[1].split("###")[0]
+    header = next(cells(line) for line in main.splitlines() if line.startswith("| model"))
+    assert header.index("scIB batch") == header.index("scIB bio") + 1
+    rank_text = next(line for line in main.splitlines() if line.startswith("Mean ± sd"))
+    assert "scIB bio" in rank_text and "scIB batch" not in rank_text
+    # one batch (no batch correction): no scIB table
+    one = table.drop(columns=[c for c in table.columns if "batch_correction" in c])
+    assert "scIB bio conservation and batch correction" not in build_report(
+        one, ReportOptions(name="t", reference="ref")
+    )

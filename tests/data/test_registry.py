@@ -10,8 +10,11 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from mmint.data import PairedDataModule, dataset_config, dataset_names, load_dataset
@@ -221,3 +224,70 @@ def test_real_datamodule(name):
         assert (f"counts/{m}" in batch) == (kind == "counts")
     if name == "bmmc_cite_neurips2021_starter":
         assert dm.transform_names == {"rna": "lognorm", "adt": "clr"}
+
+
+# ---------------------------------------------------------------------- Liu 2021 (scale data)
+LIU = "pbmc_covid_cite_liu2021"
+
+
+def _fake_liu(root: Path, n_cells: int = 48) -> np.ndarray:
+    """A tiny copy of the Liu layout (rna + adt counts, obs cell_type and batch); returns the
+    adt counts."""
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame(
+        {
+            "cell_type": np.tile(["CD4_Mem", "NK", "B_Naive", "pDC"], n_cells // 4),
+            "batch": np.repeat(["B1", "B2", "B3"], n_cells // 3),
+        },
+        index=[f"liu_{i}" for i in range(n_cells)],
+    )
+    folder = root / LIU
+    folder.mkdir()
+    rna = rng.poisson(2.0, (n_cells, 30)).astype(np.float32)
+    adt = rng.poisson(20.0, (n_cells, 12)).astype(np.float32)
+    for m, x in {"rna": rna, "adt": adt}.items():
+        ad.AnnData(sp.csr_matrix(x), obs=obs).write_h5ad(folder / f"{m}.h5ad")
+    return adt
+
+
+def test_liu_registry_entry_reads_its_layout(monkeypatch, tmp_path):
+    """The config resolves to rna + adt counts, labels cell_type, 3 batches, and the adt input
+    is CLR (log1p minus the cell's mean over antibodies), as for the CITE starter."""
+    cfg = dataset_config(LIU)
+    assert cfg["kinds"] == {"rna": "counts", "adt": "counts"}
+    assert cfg["transforms"] == dataset_config("bmmc_cite_neurips2021_starter")["transforms"]
+    assert (cfg["label_key"], cfg["batch_key"], cfg["source"]) == ("cell_type", "batch", "shared")
+    adt = _fake_liu(tmp_path)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    data = load_dataset(LIU)
+    assert data.n_cells == 48
+    assert {m: (mod.kind, mod.n_features) for m, mod in data.modalities.items()} == {
+        "rna": ("counts", 30),
+        "adt": ("counts", 12),
+    }
+    assert len(data.labels()[1]) == 4 and list(data.batches()[1]) == ["B1", "B2", "B3"]
+    dm = PairedDataModule(data, transforms=cfg["transforms"], seed=0, batch_size=8)
+    dm.setup()
+    assert dm.transform_names == {"rna": "lognorm", "adt": "clr"}
+    batch = next(iter(dm.train_dataloader()))
+    logged = np.log1p(adt[batch["index"].numpy()])
+    expected = logged - logged.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(batch["adt"].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.realdata
+def test_liu_files_match_datasets_md():
+    """The shared files' shapes and obs (read backed: the matrices stay on disk)."""
+    root = _data_dir()
+    folder = root / LIU
+    assert folder.is_dir(), f"{DATA_DIR_ENV}={root} has no folder {LIU}"
+    shapes = {}
+    for m in ("rna", "adt"):
+        adata = ad.read_h5ad(folder / f"{m}.h5ad", backed="r")
+        shapes[m] = adata.shape
+        obs = adata.obs
+        adata.file.close()
+    assert shapes == {"rna": (30534, 1000), "adt": (30534, 192)}
+    counts = obs["cell_type"].astype(str).value_counts()
+    assert len(counts) == 17 and counts["CD4_Mem"] == 5721 and counts["pDC"] == 35
+    assert sorted(obs["batch"].astype(str).unique()) == ["B1", "B2", "B3"]

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mmint.metrics import exact_neighbors, modality_mixing, scib_scores
+from mmint.metrics import exact_neighbors, modality_mixing, scib_scores, stratified_subsample
+from mmint.metrics.subsample import HOW_ALL, HOW_STRATIFIED
 
 scib_metrics = pytest.importorskip("scib_metrics")
 from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation  # noqa: E402
@@ -100,7 +101,21 @@ def one_batch(toy):
 
 def test_two_batch_structure(two_batch):
     ours, _ = two_batch
-    assert set(ours) == {"bio_conservation", "batch_correction", "total", "metrics", "protocol"}
+    assert set(ours) == {
+        "bio_conservation",
+        "batch_correction",
+        "total",
+        "metrics",
+        "protocol",
+        "subsample",
+    }
+    assert ours["subsample"] == {
+        "n_cells": N_CELLS,
+        "n_cells_total": N_CELLS,
+        "max_cells": None,
+        "how": HOW_ALL,
+        "seed": None,
+    }
     assert list(ours["metrics"]) == [
         "isolated_labels",
         "kmeans_nmi",
@@ -186,7 +201,13 @@ def mixing(toy):
 
 def test_modality_mixing_equals_benchmarker(mixing):
     ours, reference = mixing
-    assert list(ours) == ["bras", "ilisi_knn", "graph_connectivity", "batch_correction"]
+    assert list(ours) == [
+        "bras",
+        "ilisi_knn",
+        "graph_connectivity",
+        "batch_correction",
+        "subsample",
+    ]
     for name in ("bras", "ilisi_knn", "graph_connectivity"):
         assert ours[name] == pytest.approx(float(reference[name]), abs=TOL), name
     assert ours["batch_correction"] == pytest.approx(float(reference["Batch correction"]), abs=TOL)
@@ -197,7 +218,13 @@ def test_modality_mixing_without_labels_and_errors(toy):
     rng = np.random.default_rng(2)
     mixed = modality_mixing({"a": z, "b": z[rng.permutation(z.shape[0])]})
     apart = modality_mixing({"a": z, "b": z + 1000.0})
-    assert set(mixed) == {"bras", "ilisi_knn", "graph_connectivity", "batch_correction"}
+    assert set(mixed) == {
+        "bras",
+        "ilisi_knn",
+        "graph_connectivity",
+        "batch_correction",
+        "subsample",
+    }
     assert apart["ilisi_knn"] < 0.05 < 0.5 < mixed["ilisi_knn"]
     assert apart["bras"] < mixed["bras"]
     assert apart["batch_correction"] < mixed["batch_correction"]
@@ -214,3 +241,58 @@ def test_exact_neighbors_include_self_and_are_sorted(toy):
     np.testing.assert_array_equal(nn.indices[:, 0], np.arange(N_CELLS))
     assert np.all(np.diff(nn.distances, axis=1) >= 0)
     assert exact_neighbors(z[:5], 90).n_neighbors == 5
+
+
+# ---------------------------------------------------------------------- eval.scib_max_cells
+def test_at_the_bound_nothing_changes(toy, two_batch):
+    z, labels, batches, x_pre = toy
+    bounded = scib_scores(z, labels, batches, x_pre=x_pre, max_cells=N_CELLS)
+    unbounded = two_batch[0]
+    assert bounded["subsample"] == {**unbounded["subsample"], "max_cells": N_CELLS}
+    assert bounded["protocol"] == unbounded["protocol"]
+    # the same cells in the same order (float32 jax sums may differ in the last bits)
+    for key in ("bio_conservation", "batch_correction", "total"):
+        assert bounded[key] == pytest.approx(unbounded[key], abs=TOL), key
+    assert bounded["metrics"] == pytest.approx(unbounded["metrics"], abs=TOL)
+
+
+def test_above_the_bound_scores_the_recorded_stratified_subsample():
+    """The same scores as scib_scores on the subsample's cells, which are stratified by label
+    and recorded; the per-modality mixing scores use the same draw. 600 cells bounded to 300:
+    the shapes the other tests already compiled."""
+    toys = [_toy(0), _toy(1)]
+    z, labels, batches, x_pre = (np.concatenate(parts) for parts in zip(*toys, strict=True))
+    n = z.shape[0]
+    bounded = scib_scores(z, labels, batches, x_pre=x_pre, seed=4, max_cells=N_CELLS)
+    idx, _ = stratified_subsample(labels, N_CELLS, seed=4)
+    direct = scib_scores(z[idx], labels[idx], batches[idx], x_pre=x_pre[idx], seed=4)
+    assert bounded["subsample"] == {
+        "n_cells": N_CELLS,
+        "n_cells_total": n,
+        "max_cells": N_CELLS,
+        "how": HOW_STRATIFIED,
+        "seed": 4,
+    }
+    for key in ("bio_conservation", "batch_correction", "total"):
+        assert bounded[key] == pytest.approx(direct[key], abs=TOL), key
+    assert bounded["metrics"] == pytest.approx(direct["metrics"], abs=TOL)
+    # stratified: each label keeps its share of the cells to within one cell
+    for lab in np.unique(labels):
+        assert abs((labels[idx] == lab).sum() - (labels == lab).mean() * N_CELLS) < 1, lab
+    assert not np.array_equal(idx, stratified_subsample(labels, N_CELLS, seed=5)[0])
+
+    half = N_CELLS // 2  # stacked: N_CELLS cells, as in the mixing fixture
+    rng = np.random.default_rng(1)
+    latents = {"rna": z, "atac": (z + rng.normal(0, 1.0, z.shape)).astype(np.float32)}
+    mixed = modality_mixing(latents, labels, max_cells=half, seed=4)
+    keep, _ = stratified_subsample(labels, half, seed=4)
+    direct_mixed = modality_mixing({m: x[keep] for m, x in latents.items()}, labels[keep])
+    assert mixed["subsample"] == {
+        **direct_mixed["subsample"],
+        "n_cells_total": n,
+        "max_cells": half,
+        "how": HOW_STRATIFIED,
+        "seed": 4,
+    }
+    for name in ("bras", "ilisi_knn", "graph_connectivity", "batch_correction"):
+        assert mixed[name] == pytest.approx(direct_mixed[name], abs=TOL), name
