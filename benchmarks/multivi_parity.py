@@ -154,6 +154,28 @@ def overrides(dataset: str, seed: int, epochs: int) -> list[str]:
     ]
 
 
+def train_kwargs(epochs: int, split: list[np.ndarray], callback: Any) -> dict[str, Any]:
+    """``MULTIVI.train`` arguments of the parity settings (CPU, no early stopping, quiet), on the
+    given train / val / test cell indices."""
+    return {
+        "max_epochs": epochs,
+        "lr": LR,
+        "accelerator": "cpu",
+        "devices": 1,
+        "batch_size": BATCH_SIZE,
+        "weight_decay": WEIGHT_DECAY,
+        "eps": EPS,
+        "early_stopping": False,
+        "n_epochs_kl_warmup": KL_WARMUP,
+        "adversarial_mixing": True,
+        "datasplitter_kwargs": {"external_indexing": split},
+        "callbacks": [callback],
+        "enable_progress_bar": False,
+        "logger": False,
+        "enable_model_summary": False,
+    }
+
+
 def compose_cfg(dataset: str, seed: int, epochs: int):
     from mmint.cli import compose
     from mmint.config import plain
@@ -298,23 +320,7 @@ def child_scvi(dataset: str, seed: int, epochs: int, run_dir: Path) -> dict[str,
     )
     timer = make_epoch_timer()()
     split = [np.asarray(dm.split[s], dtype=np.int64) for s in ("train", "val", "test")]
-    model.train(
-        max_epochs=epochs,
-        lr=LR,
-        accelerator="cpu",
-        devices=1,
-        batch_size=BATCH_SIZE,
-        weight_decay=WEIGHT_DECAY,
-        eps=EPS,
-        early_stopping=False,
-        n_epochs_kl_warmup=KL_WARMUP,
-        adversarial_mixing=True,
-        datasplitter_kwargs={"external_indexing": split},
-        callbacks=[timer],
-        enable_progress_bar=False,
-        logger=False,
-        enable_model_summary=False,
-    )
+    model.train(**train_kwargs(epochs, split, timer))
     fit_seconds = time.perf_counter() - t0
     model.module.eval()
     # latents of all cells (the evaluate path also reads training cells for ari_class)

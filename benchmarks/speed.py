@@ -261,16 +261,7 @@ def time_scvi(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
     import gc
 
     import scvi
-    from multivi_parity import (
-        BATCH_SIZE,
-        EPS,
-        KL_WARMUP,
-        LR,
-        N_HIDDEN,
-        N_LATENT,
-        WEIGHT_DECAY,
-        compose_cfg,
-    )
+    from multivi_parity import BATCH_SIZE, N_HIDDEN, N_LATENT, compose_cfg, train_kwargs
     from scvi.model import MULTIVI
 
     from mmint.fit import build_datamodule
@@ -295,23 +286,7 @@ def time_scvi(row: str, epochs: int, workdir: Path) -> dict[str, Any]:
         n_latent=N_LATENT,
     )
     clock = epoch_clock()
-    model.train(
-        max_epochs=epochs,
-        lr=LR,
-        accelerator="cpu",
-        devices=1,
-        batch_size=BATCH_SIZE,
-        weight_decay=WEIGHT_DECAY,
-        eps=EPS,
-        early_stopping=False,
-        n_epochs_kl_warmup=KL_WARMUP,
-        adversarial_mixing=True,
-        datasplitter_kwargs={"external_indexing": split},
-        callbacks=[clock],
-        enable_progress_bar=False,
-        logger=False,
-        enable_model_summary=False,
-    )
+    model.train(**train_kwargs(epochs, split, clock))
     return {
         "seconds_per_epoch": _median_after_first(clock.ends, clock.start),
         "wall_seconds_per_epoch": clock.wall(),
@@ -352,6 +327,7 @@ class _Proto:
         self.modalities, self.binary, self.labels = d["order"], d["binary"], d["labels"]
         self.hidden_labels: set[str] = set()
         self.batches = None
+        self.classes: dict[str, str] | None = None
         self.seed = 0
 
 
