@@ -1,6 +1,6 @@
 """One training step of every trainable model on fixed tiny data: gradients and outputs.
 
-``python tests/models/golden/step_reference.py`` writes ``steps.pt`` beside this file from the
+``python tests/models/golden/step_reference.py`` writes ``steps.json`` (text: dtype, shape and values of each tensor) beside this file from the
 code as it is; ``tests/models/test_step_golden.py`` recomputes the same step and compares, so
 that refactors and speed work that must not change results are checked (within 1e-5).
 Hyper-parameters are given explicitly so that a deliberate change of a default does not
@@ -125,6 +125,42 @@ def one_step(name: str) -> dict[str, torch.Tensor]:
     return out
 
 
+#: the recorded reference (text, so that no binary tensor file is tracked)
+REFERENCE = HERE / "steps.json"
+
+
+def write_reference(steps: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Write ``{model: {key: tensor}}`` as JSON (9 significant digits: float32 round-trips)."""
+    import json
+
+    data = {
+        name: {
+            key: {
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "shape": list(t.shape),
+                "values": [float(f"{x:.9g}") for x in t.double().flatten().tolist()],
+            }
+            for key, t in out.items()
+        }
+        for name, out in steps.items()
+    }
+    REFERENCE.write_text(json.dumps(data, separators=(",", ":")))
+
+
+def load_reference() -> dict[str, dict[str, torch.Tensor]]:
+    """The tensors written by :func:`write_reference`."""
+    import json
+
+    data = json.loads(REFERENCE.read_text())
+    return {
+        name: {
+            key: torch.tensor(v["values"], dtype=getattr(torch, v["dtype"])).reshape(v["shape"])
+            for key, v in out.items()
+        }
+        for name, out in data.items()
+    }
+
+
 if __name__ == "__main__":
-    torch.save({name: one_step(name) for name in MODELS}, HERE / "steps.pt")
-    print(f"wrote {HERE / 'steps.pt'}")
+    write_reference({name: one_step(name) for name in MODELS})
+    print(f"wrote {REFERENCE}")
