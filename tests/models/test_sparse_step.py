@@ -20,7 +20,7 @@ import torch
 
 from mmint.models import build_model
 
-from .golden.step_reference import MODELS, _Capture, datamodule
+from .golden.step_reference import MODELS, datamodule, train_one_step
 
 CASES = {
     "multivi": MODELS["multivi"],
@@ -36,20 +36,7 @@ def _step(name: str, sparse: bool, precision: str = "32-true"):
     dm = datamodule()
     dm.sparse_batches, dm.sparse_min_features = sparse, 1  # every sparse modality sparse
     model = build_model(name.split("_")[0], dm.spec, **CASES[name])
-    capture = _Capture()
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        precision=precision,
-        limit_val_batches=0,
-        callbacks=[capture],
-    )
-    trainer.fit(model, datamodule=dm)
-    return dict(capture.grads), model, dm
+    return train_one_step(model, dm, precision), model, dm
 
 
 def _outputs(model, dm, sparse: bool) -> dict[str, torch.Tensor]:

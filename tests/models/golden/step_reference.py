@@ -94,12 +94,8 @@ class _Capture(L.Callback):
             opt.register_step_pre_hook(hook)
 
 
-def one_step(name: str) -> dict[str, torch.Tensor]:
-    """Gradients of the first training batch's steps and outputs on the val cells after it."""
-    torch.set_num_threads(1)
-    L.seed_everything(0, verbose=False)
-    dm = datamodule()
-    model = build_model(name.split("_")[0], dm.spec, **MODELS[name])
+def train_one_step(model, dm, precision: str = "32-true") -> dict[str, torch.Tensor]:
+    """Fit ``model`` for one training step on ``dm`` (no validation); its gradients."""
     capture = _Capture()
     trainer = L.Trainer(
         max_steps=1,
@@ -108,13 +104,24 @@ def one_step(name: str) -> dict[str, torch.Tensor]:
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        precision=precision,
         limit_val_batches=0,
         callbacks=[capture],
     )
     trainer.fit(model, datamodule=dm)
+    return dict(capture.grads)
+
+
+def one_step(name: str) -> dict[str, torch.Tensor]:
+    """Gradients of the first training batch's steps and outputs on the val cells after it."""
+    torch.set_num_threads(1)
+    L.seed_everything(0, verbose=False)
+    dm = datamodule()
+    model = build_model(name.split("_")[0], dm.spec, **MODELS[name])
+    grads = train_one_step(model, dm)
     model.eval()
     batch = dm.batch(dm.cells("val"))
-    out = {f"grad/{k}": v for k, v in capture.grads.items()}
+    out = {f"grad/{k}": v for k, v in grads.items()}
     with torch.no_grad():
         out["joint"] = model.joint_latent(batch)
         for m, z in model.latents(batch).items():
