@@ -96,7 +96,8 @@ class SVDRidge(SavedByAttributes, Integrator):
         train, val = dm.cells("train"), dm.cells("val")
         seed = self.hparams["seed"]
         for m in self.modalities:
-            x = dm.inputs[m][train[dm.masks[m][train] > 0]]
+            # float64 throughout: float32 kernels differ between CPUs in the last digits
+            x = dm.inputs[m][train[dm.masks[m][train] > 0]].astype(np.float64)
             n = max(1, min(self.hparams["n_components"], x.shape[1] - 1, x.shape[0] - 1))
             self.svds[m] = TruncatedSVD(n_components=n, random_state=seed).fit(x)
             z = self.svds[m].transform(x)
@@ -173,7 +174,8 @@ class SVDRidge(SavedByAttributes, Integrator):
     # ------------------------------------------------------------------ maps
     def components(self, m: str, x: Any) -> np.ndarray:
         """Standardised SVD components of ``m``'s model input ``x`` (the regression input)."""
-        return (self.svds[m].transform(x) - self.z_mean[m]) / self.z_std[m]
+        z = self.svds[m].transform(x.astype(np.float64, copy=False))
+        return (z - self.z_mean[m]) / self.z_std[m]
 
     def _output(self, dst: str, y: np.ndarray, svd_target: bool) -> np.ndarray:
         pred = self.svds[dst].inverse_transform(y) if svd_target else y

@@ -58,7 +58,7 @@ class UnitedNetAPI:
 
     # ---------------------------------------------------------------------- helpers
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        return step_inputs(batch, self.modalities)
+        return step_inputs(batch, self.modalities, dtype=self.dtype)
 
     def _noised(self, x: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
         """Input noise ``x + N(0, s)``, ``s = level * var(x)``: in training, and also at

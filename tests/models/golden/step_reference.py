@@ -1,14 +1,23 @@
 """One training step of every trainable model on fixed tiny data: gradients and outputs.
 
-``python tests/models/golden/step_reference.py`` writes ``steps.json`` (text: dtype, shape and values of each tensor) beside this file from the
-code as it is; ``tests/models/test_step_golden.py`` recomputes the same step and compares, so
-that refactors and speed work that must not change results are checked (within 1e-5).
+``python tests/models/golden/step_reference.py`` writes ``steps.json`` (text: dtype, shape and
+values of each tensor) beside this file from the code as it is;
+``tests/models/test_step_golden.py`` recomputes the same step and compares, so that refactors
+and speed work that must not change results are checked.
+
+The step runs in float64: the model is built with float64 as the default dtype (so that its
+initial weights are drawn in float64), trained with Lightning's ``64-true`` precision (inputs
+and optimiser state in float64) and evaluated on float64 inputs. In float32 the reference was
+tied to one CPU: torch's vectorised kernels (random number transforms for the initial weights,
+reductions, matrix products) round differently per instruction set, and one step moved outputs
+by up to 8e-5. In float64 the same differences are ~1e-11 (see the test's docstring).
 Hyper-parameters are given explicitly so that a deliberate change of a default does not
 count as a change of the step.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -113,14 +122,24 @@ def train_one_step(model, dm, precision: str = "32-true") -> dict[str, torch.Ten
 
 
 def one_step(name: str) -> dict[str, torch.Tensor]:
-    """Gradients of the first training batch's steps and outputs on the val cells after it."""
-    torch.set_num_threads(1)
+    """Gradients of the first training batch's steps and outputs on the val cells after it,
+    computed in float64 (model, inputs and optimiser state), on ``$MMINT_GOLDEN_THREADS``
+    threads (default 1)."""
+    torch.set_num_threads(int(os.environ.get("MMINT_GOLDEN_THREADS", "1")))
     L.seed_everything(0, verbose=False)
     dm = datamodule()
-    model = build_model(name.split("_")[0], dm.spec, **MODELS[name])
-    grads = train_one_step(model, dm)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # initial weights drawn in float64 too
+    try:
+        model = build_model(name.split("_")[0], dm.spec, **MODELS[name])
+    finally:
+        torch.set_default_dtype(default)
+    grads = train_one_step(model, dm, precision="64-true")
     model.eval()
-    batch = dm.batch(dm.cells("val"))
+    batch = {
+        k: v.to(model.dtype) if v.is_floating_point() else v
+        for k, v in dm.batch(dm.cells("val")).items()
+    }
     out = {f"grad/{k}": v for k, v in grads.items()}
     with torch.no_grad():
         out["joint"] = model.joint_latent(batch)
