@@ -64,9 +64,22 @@ def test_the_reference_holds_on_other_cpu_kernels(capability):
     env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, MMINT_GOLDEN_THREADS="2")
     here = Path(__file__)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "matches",
-         f"{here}::test_one_step_matches_the_reference"],
-        cwd=here.parents[2], env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "matches",
+            f"{here}::test_one_step_matches_the_reference",
+        ],
+        cwd=here.parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert f"{len(MODELS)} passed" in proc.stdout
