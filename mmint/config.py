@@ -14,15 +14,12 @@ from typing import Any
 from mmint.errors import InputError
 
 CONFIG_DIR_ENV = "MMINT_CONFIG_DIR"
-#: the tree as shipped in a wheel (copied from ``configs/`` at build time, see ``setup.py``)
+#: the config tree: package data (``mmint/conf``), the same in a checkout and in a wheel
 SHIPPED = Path(__file__).resolve().parent / "conf"
-#: the tree of a source checkout (editable installs)
-CHECKOUT = Path(__file__).resolve().parents[1] / "configs"
 
 
 def config_dir() -> Path:
-    """The config tree: ``$MMINT_CONFIG_DIR``, else the one shipped in the installed package
-    (``mmint/conf``), else ``configs/`` beside the package in a source checkout.
+    """The config tree: ``$MMINT_CONFIG_DIR``, else the one in the package (``mmint/conf``).
 
     Raises
     ------
@@ -34,13 +31,13 @@ def config_dir() -> Path:
         folder = Path(env).expanduser()
         where = f"${CONFIG_DIR_ENV}={env}"
     else:
-        folder = SHIPPED if (SHIPPED / "config.yaml").exists() else CHECKOUT
+        folder = SHIPPED
         where = str(folder)
     if not (folder / "config.yaml").exists():
         raise InputError(
             "no config tree (config.yaml) found",
             where,
-            f"set {CONFIG_DIR_ENV} to a folder like the repository's configs/, or reinstall mmint",
+            f"set {CONFIG_DIR_ENV} to a folder like mmint/conf, or reinstall mmint",
         )
     return folder
 

@@ -190,7 +190,7 @@ def predict_run(
     run_dir
         A run directory written by ``mmint fit``.
     data
-        A dataset name, a data config (the keys of ``configs/data/*.yaml``; its
+        A dataset name, a data config (the keys of ``mmint/conf/data/*.yaml``; its
         ``transforms`` and ``n_top_features`` are ignored: the run's apply) or a
         :class:`~mmint.data.PairedData`.
     out_dir

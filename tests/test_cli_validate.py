@@ -26,7 +26,7 @@ from mmint.data.splits import make_split
 from mmint.errors import InputError
 
 MMINT = str(Path(sys.executable).with_name("mmint"))
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "mmint" / "conf"
 N = 40
 # validate needs a model config to compose; the contracts' default (unitednet) may not exist yet
 MODEL = "model=pca"
@@ -281,7 +281,7 @@ def test_outer_join_reports_missing(cli):
 
 def test_default_model(cli):
     if "default_model" not in cli["runs"]:
-        pytest.skip("configs/model/unitednet.yaml (the default model) is not there yet")
+        pytest.skip("mmint/conf/model/unitednet.yaml (the default model) is not there yet")
     assert f"cells: {N}" in _ok(cli["runs"]["default_model"])
 
 

@@ -41,16 +41,12 @@ def test_plain_makes_plain_python_values():
 
 
 def test_config_dir_order(tmp_path, monkeypatch):
-    shipped, checkout = tmp_path / "shipped", tmp_path / "checkout"
-    for folder in (shipped, checkout):
-        folder.mkdir()
-        (folder / "config.yaml").write_text("seed: 0\n")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "config.yaml").write_text("seed: 0\n")
     monkeypatch.setattr(config, "SHIPPED", shipped)
-    monkeypatch.setattr(config, "CHECKOUT", checkout)
     monkeypatch.delenv(config.CONFIG_DIR_ENV, raising=False)
-    assert config_dir() == shipped  # an installed wheel's own tree
-    (shipped / "config.yaml").unlink()
-    assert config_dir() == checkout  # a source checkout
+    assert config_dir() == shipped  # the package's own tree
     monkeypatch.setenv(config.CONFIG_DIR_ENV, str(tmp_path / "mine"))
     with pytest.raises(InputError, match=r"no config tree \(config.yaml\) found \(\$MMINT_CONFIG"):
         config_dir()

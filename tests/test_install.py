@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "mmint", "configs")
+SOURCES = ("pyproject.toml", "README.md", "mmint")
 TINY = [
     "data.simulate.n_cells=200",
     "data.simulate.n_types=4",
@@ -51,7 +51,7 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_the_wheel_ships_every_config(wheel):
-    configs = ROOT / "configs"
+    configs = ROOT / "mmint" / "conf"
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("mmint/conf/")}
     expected = {f"mmint/conf/{p.relative_to(configs).as_posix()}" for p in configs.rglob("*.yaml")}
     assert "mmint/conf/config.yaml" in expected

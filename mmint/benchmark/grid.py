@@ -1,6 +1,6 @@
 """A suite's grid: models x datasets x seeds x variants -> one run (name, overrides) each.
 
-A suite is ``configs/suite/<name>.yaml`` (the ``suite`` node of the composed config) or a
+A suite is ``mmint/conf/suite/<name>.yaml`` (the ``suite`` node of the composed config) or a
 plain dict with the same keys; see ``docs/benchmark.md``. A run is its overrides: the entry
 point (:func:`mmint.cli.compose_run`) composes each into the config ``mmint fit <overrides>``
 would get; nothing here composes.
@@ -24,7 +24,7 @@ Overrides = list[str]
 
 @dataclass
 class Suite:
-    """A benchmark suite (the keys of ``configs/suite/<name>.yaml``'s ``suite`` node)."""
+    """A benchmark suite (the keys of ``mmint/conf/suite/<name>.yaml``'s ``suite`` node)."""
 
     name: str
     models: list[str]
@@ -238,7 +238,7 @@ def format_value(value: Any) -> str:
 
 
 def suite_names() -> list[str]:
-    """Names of the suites in ``configs/suite``."""
+    """Names of the suites in ``mmint/conf/suite``."""
     return sorted(p.stem for p in (config_dir() / "suite").glob("*.yaml"))
 
 

@@ -1,4 +1,4 @@
-"""Datasets by name: the configs in ``configs/data`` are the single source of truth.
+"""Datasets by name: the configs in ``mmint/conf/data`` are the single source of truth.
 
 ``source: simulator`` builds the package's simulated data, ``source: shared`` reads
 ``$MMINT_DATA_DIR/<name>/<modality>.h5ad`` and ``source: custom`` reads the user's files.
@@ -21,12 +21,12 @@ __all__ = ["DATA_DIR_ENV", "config_dir", "dataset_config", "dataset_names", "loa
 
 
 def dataset_names() -> list[str]:
-    """Names of the datasets with a config in ``configs/data``."""
+    """Names of the datasets with a config in ``mmint/conf/data``."""
     return sorted(p.stem for p in (config_dir() / "data").glob("*.yaml"))
 
 
 def dataset_config(name: str) -> dict[str, Any]:
-    """The data config ``configs/data/<name>.yaml`` as a plain dict."""
+    """The data config ``mmint/conf/data/<name>.yaml`` as a plain dict."""
     from omegaconf import OmegaConf
 
     path = config_dir() / "data" / f"{name}.yaml"
@@ -44,7 +44,7 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
     Parameters
     ----------
     cfg
-        A dataset name, or a mapping with the keys of ``configs/data/*.yaml``.
+        A dataset name, or a mapping with the keys of ``mmint/conf/data/*.yaml``.
     """
     cfg = dataset_config(cfg) if isinstance(cfg, str) else plain(cfg)
     source = cfg.get("source", "custom")

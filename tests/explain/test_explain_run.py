@@ -154,6 +154,6 @@ def test_root_config_explain_keys_are_known_options():
     cfg = compose("explain", [])
     assert "run" in cfg and cfg.run is None
     given = dict(cfg.explain)
-    assert options(given)  # every key of configs/config.yaml's explain: is a known option
+    assert options(given)  # every key of mmint/conf/config.yaml's explain: is a known option
     for key, value in given.items():
         assert value == options()[key], key  # and its default is the library's

@@ -19,7 +19,7 @@ from mmint.models.cvqvae import CVQVAE, CVQVAEModule, InputProjection
 
 MODS = {"rna": ("counts", 12), "atac": ("binary", 15), "ephys": ("continuous", 4)}
 SMALL = {"hidden": [16], "n_latent": 4, "n_codes": 32}
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "model" / "cvqvae.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "mmint" / "conf" / "model" / "cvqvae.yaml"
 
 
 def make_spec(mods: dict = MODS) -> DataSpec:

@@ -288,7 +288,7 @@ def test_one_epoch_fit_and_checkpoint_round_trip(tiny_dm, tmp_path):
 
 
 def test_config_lists_every_constructor_argument():
-    path = Path(__file__).parents[2] / "configs" / "model" / "multivi.yaml"
+    path = Path(__file__).parents[2] / "mmint" / "conf" / "model" / "multivi.yaml"
     cfg = yaml.safe_load(path.read_text())
     assert cfg["name"] == MultiVI.name and {"max_epochs", "batch_size"} <= set(cfg)
     params = inspect.signature(MultiVI.__init__).parameters

@@ -649,7 +649,7 @@ def test_checkpoint_round_trip(tiny_dm, tmp_path):
 
 
 # ------------------------------------------------------------------------ configs
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "mmint" / "conf" / "model"
 PRESET_DATA = {
     "unitednet": {"rna": ("counts", 40), "atac": ("binary", 30), "ephys": ("continuous", 8)},
     "unitednet_patchseq": {

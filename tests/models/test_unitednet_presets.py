@@ -2,7 +2,7 @@
 
 The expected architectures are facts about the original code (``shared/reference/unitednet.md``
 section 1 and 4, and its config files ``patchseq``, ``dbitseq``, ``atacseq`` read at fff36fa),
-written out here as tables; the presets in ``configs/model`` are built into real modules and
+written out here as tables; the presets in ``mmint/conf/model`` are built into real modules and
 walked layer by layer, so a drift (a dropout that ends up in a decoder, a BatchNorm that the
 original does not have) fails.
 """
@@ -19,7 +19,7 @@ from torch import nn
 from mmint.data.spec import DataSpec
 from mmint.models import build_model
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "mmint" / "conf" / "model"
 
 #: one block per Linear layer: (in, out, dropout, batch norm, layer norm, activation)
 Block = tuple[int, int, float, bool, bool, str | None]
