@@ -26,6 +26,7 @@ from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
 from mmint.config import plain
 from mmint.data import PairedDataModule, load_dataset
+from mmint.data.splits import check_split_sizes
 from mmint.distributed import (
     DDPPlan,
     ParameterSync,
@@ -59,6 +60,8 @@ _NOT_HASHED = (
     "run",
     "explain",
     "verbose",
+    "split.min_test_cells",
+    "split.min_val_cells",
 )
 
 #: what a run writes; a folder holding any of them without a config.yaml is another run's
@@ -171,6 +174,14 @@ def build_datamodule(
     if state:
         dm.load_state_dict(dict(state))
     dm.setup()
+    split_cfg = cfg.get("split") or {}
+    check_split_sizes(
+        dm.split,
+        dm.true_labels,
+        min_test_cells=int(split_cfg.get("min_test_cells", 10)),
+        min_val_cells=int(split_cfg.get("min_val_cells", 5)),
+        has_labels=dm.data.label_key is not None,
+    )
     return dm
 
 
@@ -476,6 +487,7 @@ def _fit(
                 "kind": dm.split_config.get("kind", "random"),
                 **{f"n_{k}": int(len(v)) for k, v in dm.split.items()},
             },
+            "labels": dm.data.label_counts(),
             "versions": versions(),
             **scores,
             "fit_seconds": fit_seconds,

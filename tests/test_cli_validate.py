@@ -27,7 +27,7 @@ from mmint.errors import InputError
 
 MMINT = str(Path(sys.executable).with_name("mmint"))
 CONFIGS = Path(__file__).resolve().parents[1] / "mmint" / "conf"
-N = 40
+N = 120  # a random split leaves 12 test cells: above split.min_test_cells (10)
 # validate needs a model config to compose; the contracts' default (unitednet) may not exist yet
 MODEL = "model=pca"
 
@@ -90,6 +90,15 @@ def _write_files(folder: Path) -> None:
         bad.X = x
         bad.write_h5ad(folder / f"adt_{name}.h5ad")
     ad.AnnData(np.zeros((N, 0), np.float32), obs=adt.obs).write_h5ad(folder / "adt_empty.h5ad")
+    twelve = _names(0, 12)
+    _adata(twelve, 8, 3, prefix="g").write_h5ad(folder / "rna_twelve.h5ad")
+    _adata(twelve, 4, 4, prefix="p").write_h5ad(folder / "adt_twelve.h5ad")
+    dup_genes = _adata(names, 8, 1, prefix="g")
+    dup_genes.var_names = [f"g{j % 2}" for j in range(8)]
+    dup_genes.write_h5ad(folder / "rna_dup_genes.h5ad")
+    other_labels = _adata(names, 4, 2, prefix="p")
+    other_labels.obs["cell_type"] = [f"T{(i + 1) % 3}" for i in range(len(names))]
+    other_labels.write_h5ad(folder / "adt_other_labels.h5ad")
     five = _names(0, 5)
     _adata(five, 8, 3, prefix="g").write_h5ad(folder / "rna_five.h5ad")
     _adata(five, 4, 4, prefix="p").write_h5ad(folder / "adt_five.h5ad")
@@ -162,6 +171,13 @@ def _cases(data: Path, empty: dict[str, Path]) -> dict[str, Run]:
             ],
             empty["bad"],
         ),
+        "too_small": Run(
+            [*_paths(data, rna="rna_twelve.h5ad", adt="adt_twelve.h5ad"), *labelled], empty["bad"]
+        ),
+        "duplicate_features": Run(_paths(data, rna="rna_dup_genes.h5ad"), empty["bad"]),
+        "labels_disagree": Run(
+            [*_paths(data, adt="adt_other_labels.h5ad"), *labelled], empty["bad"]
+        ),
         "unknown_dataset": Run(["data=x", MODEL], empty["bad"]),
         "missing_file": Run(_paths(data, adt="nope.h5ad"), empty["bad"]),
         "h5mu_nan": Run(
@@ -226,14 +242,14 @@ def test_good_custom_data(cli):
     out = _ok(cli["runs"]["good"])
     assert "dataset: custom" in out
     assert f"cells: {N}" in out
-    assert "modality rna: kind=counts features=8 cells=40 missing=0 sparsity=" in out
-    assert "modality adt: kind=counts features=4 cells=40 missing=0 sparsity=" in out
-    assert "labels (cell_type): 3 categories, 0 unlabelled/excluded cells" in out
+    assert f"modality rna: kind=counts features=8 cells={N} missing=0 sparsity=" in out
+    assert f"modality adt: kind=counts features=4 cells={N} missing=0 sparsity=" in out
+    assert "labels (cell_type): 3 categories, 0 cells without a label (unknown), 0 excluded" in out
     assert "batches (batch): 2" in out
     sizes = re.search(r"split \(random\): train=(\d+), val=(\d+), test=(\d+)", out)
     assert sizes, out
     train, val, test = map(int, sizes.groups())
-    assert train + val + test == N and abs(train - 32) <= 2 and val >= 2 and test >= 2
+    assert train + val + test == N and abs(train - 96) <= 2 and val >= 10 and test >= 10
 
 
 def test_validate_writes_nothing(cli):
@@ -251,8 +267,8 @@ def test_relative_paths_resolve_against_launch_dir(cli):
 def test_h5mu(cli):
     out = _ok(cli["runs"]["h5mu_outer"])
     assert f"cells: {N}" in out
-    assert "modality rna: kind=counts features=8 cells=38 missing=2" in out
-    assert "modality adt: kind=counts features=4 cells=40 missing=0" in out
+    assert f"modality rna: kind=counts features=8 cells={N - 2} missing=2" in out
+    assert f"modality adt: kind=counts features=4 cells={N} missing=0" in out
     assert "labels (cell_type): 3 categories" in out
 
 
@@ -274,8 +290,8 @@ def test_inner_join_reports_dropped(cli):
 def test_outer_join_reports_missing(cli):
     out = _ok(cli["runs"]["outer"])
     assert f"cells: {N + 2}" in out
-    assert "modality rna: kind=counts features=8 cells=40 missing=2" in out
-    assert "modality adt: kind=counts features=4 cells=40 missing=2" in out
+    assert f"modality rna: kind=counts features=8 cells={N} missing=2" in out
+    assert f"modality adt: kind=counts features=4 cells={N} missing=2" in out
     assert "join=outer: missing-modality counts {'rna': 2, 'adt': 2}" in out
 
 
@@ -309,7 +325,7 @@ BAD = {
         "integer counts",
     ),
     "no_features": (
-        "modality 'adt' is empty (40 cells x 0 features)",
+        f"modality 'adt' is empty ({N} cells x 0 features)",
         "adt_empty.h5ad",
         "at least one",
     ),
@@ -317,6 +333,22 @@ BAD = {
     "missing_batch": ("batch column 'sample' is missing", "rna.h5ad", "data.batch_key"),
     "holdout_all": ("split 'holdout_batch' leaves the train set empty", "split", "holdout batches"),
     "kfold_few": ("split 'kfold' leaves the", "split", "more cells"),
+    "too_small": (
+        "the split leaves 1 test cells (train 9, val 2, test 1); at least 10 are needed",
+        "split",
+        "use more cells",
+    ),
+    "duplicate_features": (
+        "8 of 8 features of modality 'rna' share 2 names, e.g. g0, g1",
+        "rna_dup_genes.h5ad",
+        "var_names_make_unique",
+    ),
+    "labels_disagree": (
+        f"the label column 'cell_type' disagrees between modalities 'rna' and 'adt' for {N} of "
+        f"{N} shared cells, e.g. cell000: 'T0' vs 'T1'",
+        "adt_other_labels.h5ad",
+        "obs['cell_type']",
+    ),
     "unknown_dataset": ("unknown dataset 'x'", "", "or data=custom"),
     "missing_file": ("file not found", "nope.h5ad", "modality 'adt'"),
     "h5mu_nan": (

@@ -13,11 +13,17 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from mmint.data.spec import KINDS
+from mmint.data.checks import (
+    check_annotations_agree,
+    check_kinds,
+    check_not_empty,
+    check_unique_cells,
+    check_unique_features,
+    examples,
+)
 from mmint.errors import InputError
 
 JOINS = ("strict", "inner", "outer")
-_EXAMPLES = 3
 
 
 @dataclass
@@ -87,13 +93,19 @@ class PairedData:
         exclude_labels
             Labels treated as unknown (their cells still train, unlabelled).
         """
-        _check_kinds(list(adatas), kinds)
+        check_kinds(list(adatas), kinds)
         if join not in JOINS:
             raise InputError(f"unknown join '{join}'", "data.join", f"use one of {list(JOINS)}")
         loaded = {m: _read(m, a) for m, a in adatas.items()}
         for m, (adata, where) in loaded.items():
-            _check_not_empty(m, adata, where)
-            _check_unique(m, adata.obs_names, where)
+            check_not_empty(m, adata, where)
+            check_unique_cells(m, adata.obs_names, where)
+            check_unique_features(m, adata.var_names, where)
+        check_annotations_agree(
+            {m: a.obs for m, (a, _) in loaded.items()},
+            {"label": label_key, "batch": batch_key, "class": class_key},
+            {m: w for m, (_, w) in loaded.items()},
+        )
         names, notes = _join_names({m: a.obs_names for m, (a, _) in loaded.items()}, join, loaded)
         obs = _merge_obs({m: a.obs for m, (a, _) in loaded.items()}, names)
         modalities = {}
@@ -185,6 +197,20 @@ class PairedData:
         )._categories("l")
         return codes, names
 
+    def label_counts(self) -> dict[str, int]:
+        """``n_labels`` (categories used), ``n_unknown`` (cells whose label is missing, NaN)
+        and ``n_excluded`` (cells whose label is in ``exclude_labels``)."""
+        if self.label_key is None:
+            return {"n_labels": 0, "n_unknown": self.n_cells, "n_excluded": 0}
+        col = self.obs[self.label_key]
+        missing = col.isna().to_numpy()
+        excluded = ~missing & col.astype(str).isin(set(self.exclude_labels)).to_numpy()
+        return {
+            "n_labels": len(self.labels()[1]),
+            "n_unknown": int(missing.sum()),
+            "n_excluded": int(excluded.sum()),
+        }
+
     def batches(self) -> tuple[np.ndarray, list[str]]:
         """Batch codes and names (one batch ``"all"`` when there is no batch column)."""
         if self.batch_key is None:
@@ -212,10 +238,10 @@ class PairedData:
                 f"missing={self.n_cells - n_present} sparsity={1 - density:.3f}"
             )
         if self.label_key:
-            codes, names = self.labels()
+            c = self.label_counts()
             lines.append(
-                f"labels ({self.label_key}): {len(names)} categories, "
-                f"{int((codes < 0).sum())} unlabelled/excluded cells"
+                f"labels ({self.label_key}): {c['n_labels']} categories, "
+                f"{c['n_unknown']} cells without a label (unknown), {c['n_excluded']} excluded"
             )
         else:
             lines.append("labels: none")
@@ -235,7 +261,7 @@ class PairedData:
             if len(bad_cells):
                 raise InputError(
                     f"{len(bad_cells)} cells have NaN or inf values, e.g. "
-                    f"{_examples(self.names[bad_cells])}",
+                    f"{examples(self.names[bad_cells])}",
                     f"modality '{m}', {mod.where}",
                     "remove or impute these values before loading",
                 )
@@ -244,7 +270,7 @@ class PairedData:
                 if len(neg):
                     raise InputError(
                         f"{len(neg)} cells have negative values in a 'counts' modality, e.g. "
-                        f"{_examples(self.names[neg])}",
+                        f"{examples(self.names[neg])}",
                         f"modality '{m}', {mod.where}",
                         "give raw counts, or declare the modality kind 'continuous'",
                     )
@@ -252,7 +278,7 @@ class PairedData:
                 if len(frac):
                     raise InputError(
                         f"{len(frac)} cells have non-integer values in a 'counts' modality, e.g. "
-                        f"{_examples(self.names[frac])}",
+                        f"{examples(self.names[frac])}",
                         f"modality '{m}', {mod.where}",
                         "give raw integer counts (e.g. layers['counts']), or declare the kind "
                         "'continuous'",
@@ -273,7 +299,7 @@ class PairedData:
                 what = "no counts" if mod.kind == "counts" else "no nonzero value"
                 self.warnings.append(
                     f"{len(empty)} cells have {what} in '{m}' (e.g. "
-                    f"{_examples(self.names[empty])}): treated as lacking '{m}' (mask 0); "
+                    f"{examples(self.names[empty])}): treated as lacking '{m}' (mask 0); "
                     "filter them out to drop them"
                 )
         present = np.stack([mod.present for mod in self.modalities.values()]).any(axis=0)
@@ -281,7 +307,7 @@ class PairedData:
             bad = np.flatnonzero(~present)
             raise InputError(
                 f"{len(bad)} cells have no values in any modality, e.g. "
-                f"{_examples(self.names[bad])}",
+                f"{examples(self.names[bad])}",
                 ", ".join(f"'{m}' {mod.where}" for m, mod in self.modalities.items()),
                 "remove these cells (e.g. filter cells with total counts 0)",
             )
@@ -318,32 +344,6 @@ class PairedData:
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_kinds(modalities: list[str], kinds: Mapping[str, str]) -> None:
-    if not modalities:
-        raise InputError("no modalities given", "data.paths", "give at least one modality file")
-    missing = [m for m in modalities if m not in (kinds or {})]
-    if missing:
-        raise InputError(
-            f"no kind given for modalities {missing}",
-            "data.kinds",
-            f"add e.g. 'data.kinds={{{missing[0]}: counts}}' (kinds: {list(KINDS)})",
-        )
-    extra = [m for m in kinds if m not in modalities]
-    if extra:
-        raise InputError(
-            f"kinds given for modalities without data {extra}",
-            "data.kinds",
-            "remove them or add their files",
-        )
-    for m in modalities:
-        if kinds[m] not in KINDS:
-            raise InputError(
-                f"unknown modality kind '{kinds[m]}'",
-                f"data.kinds.{m}",
-                f"use one of {list(KINDS)}",
-            )
-
-
 def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, str]:
     if isinstance(source, ad.AnnData):
         return source, source.uns.get("mmint_where", f"AnnData of modality '{modality}'")
@@ -363,25 +363,6 @@ def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, s
         ) from err
 
 
-def _check_not_empty(modality: str, adata: ad.AnnData, where: str) -> None:
-    if adata.n_obs == 0 or adata.n_vars == 0:
-        raise InputError(
-            f"modality '{modality}' is empty ({adata.n_obs} cells x {adata.n_vars} features)",
-            where,
-            "give a file with at least one cell and one feature",
-        )
-
-
-def _check_unique(modality: str, names: pd.Index, where: str) -> None:
-    dup = names[names.duplicated()]
-    if len(dup):
-        raise InputError(
-            f"{len(dup)} duplicate cell names in modality '{modality}', e.g. {_examples(dup)}",
-            where,
-            "make obs_names unique (adata.obs_names_make_unique())",
-        )
-
-
 def _join_names(
     names: dict[str, pd.Index], join: str, loaded: dict[str, tuple[ad.AnnData, str]]
 ) -> tuple[pd.Index, list[str]]:
@@ -399,10 +380,10 @@ def _join_names(
                     f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
                     "reorder one file (adata[other.obs_names]) or use data.join=inner",
                 )
-            examples = _examples(only_a.append(only_b))
+            shown = examples(only_a.append(only_b))
             raise InputError(
                 f"cells differ between modalities '{mods[0]}' and '{m}': {len(only_a)} only in "
-                f"'{mods[0]}', {len(only_b)} only in '{m}', e.g. {examples}",
+                f"'{mods[0]}', {len(only_b)} only in '{m}', e.g. {shown}",
                 f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
                 "use data.join=inner to keep shared cells or data.join=outer to keep all",
             )
@@ -482,8 +463,3 @@ def _rows_where(x: np.ndarray | sp.csr_matrix, bad: np.ndarray) -> np.ndarray:
         rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
         return np.unique(rows[bad])
     return np.flatnonzero(bad.any(axis=1))
-
-
-def _examples(names: Sequence[Any]) -> str:
-    shown = [str(n) for n in list(names)[:_EXAMPLES]]
-    return ", ".join(shown) + (" ..." if len(names) > _EXAMPLES else "")

@@ -111,3 +111,42 @@ def make_split(
                 "use more cells, other fractions, or other holdout batches",
             )
     return split
+
+
+def check_split_sizes(
+    split: dict[str, np.ndarray],
+    labels: np.ndarray,
+    min_test_cells: int = 10,
+    min_val_cells: int = 5,
+    has_labels: bool = True,
+) -> None:
+    """Refuse a split too small to score: fewer than ``min_test_cells`` test cells, fewer
+    than ``min_val_cells`` validation cells (model selection), or, when the data has labels,
+    fewer than two labels among the test cells (ARI, NMI and the scIB bio metrics need two).
+
+    Raises
+    ------
+    mmint.errors.InputError
+        One line naming the sizes and the fix.
+    """
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+    for name, minimum in (("test", min_test_cells), ("val", min_val_cells)):
+        if len(split[name]) < minimum:
+            raise InputError(
+                f"the split leaves {len(split[name])} {name} cells ({sizes}); at least "
+                f"{minimum} are needed to score",
+                "split",
+                "use more cells, other split.fractions (or kfold with fewer folds), or lower "
+                f"split.min_{name}_cells",
+            )
+    if has_labels:
+        test = labels[split["test"]]
+        n = len(np.unique(test[test >= 0]))
+        if n < 2:
+            raise InputError(
+                f"the test cells carry {n} distinct label(s) ({sizes}): label metrics (ARI, "
+                "NMI, scIB bio) need at least two",
+                "split",
+                "use more cells, another split (seed, fractions, holdout batches) or data with "
+                "more than one label",
+            )

@@ -197,7 +197,7 @@ def test_snareseq_excludes_mis():
     classes = data.classes()
     assert classes["E2Rasgrf2"] == "L2/3" and classes["E6Tle4"] == "L6"
     assert sorted(set(data.obs["batch"].astype(str))) == [f"09{c}" for c in "ABCDEFGHIJKL"]
-    assert "1119 unlabelled/excluded cells" in data.summary()
+    assert "0 cells without a label (unknown), 1119 excluded" in data.summary()
 
 
 @pytest.mark.realdata
