@@ -114,17 +114,17 @@ def _sorted_average_ranks(s: np.ndarray) -> np.ndarray:
     return (first + last) / 2.0 + 1.0
 
 
-def _per_cell_auroc(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``p`` against ``t > 0``; nan where the row has one class only.
+def _per_cell_auroc(positive: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of ``p`` against the boolean ``positive``; nan where the row has
+    one class only.
 
     Mann-Whitney form with average ranks for ties: ``(R_pos - n_pos (n_pos + 1) / 2) /
     (n_pos n_neg)``, with ``R_pos`` the sum of the positives' ranks.
     """
-    positive = t > 0
     n_pos = positive.sum(axis=1).astype(np.float64)
-    n_neg = t.shape[1] - n_pos
+    n_neg = positive.shape[1] - n_pos
     valid = (n_pos > 0) & (n_neg > 0)
-    out = np.full(t.shape[0], np.nan)
+    out = np.full(positive.shape[0], np.nan)
     if valid.any():
         scores = p[valid]
         order = np.argsort(scores, axis=1)
@@ -134,6 +134,77 @@ def _per_cell_auroc(t: np.ndarray, p: np.ndarray) -> np.ndarray:
         npos = n_pos[valid]
         out[valid] = (rank_sum - npos * (npos + 1) / 2) / (npos * n_neg[valid])
     return out
+
+
+class _Chunk:
+    """A chunk of observed values, dense (float64) or sparse CSR (float64, never densified).
+
+    Gives what :class:`PredictionAccumulator` needs of it with the same definitions either
+    way: per-feature moments, the residual against a dense prediction, per-cell Pearson r and
+    the positive mask.
+    """
+
+    def __init__(self, x) -> None:
+        if sp.issparse(x):
+            x = sp.csr_matrix(x, dtype=np.float64)
+            x.sum_duplicates()
+            self.sparse, self.x = True, x
+            # row of each stored entry
+            self.rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+        else:
+            self.sparse, self.x = False, _dense64(x)
+        self.shape = self.x.shape
+
+    def column_moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and centred sum of squares (unstored entries count as 0)."""
+        x, n = self.x, self.shape[0]
+        if not self.sparse:
+            mean = x.mean(axis=0)
+            return mean, np.square(x - mean).sum(axis=0)
+        p = self.shape[1]
+        mean = np.bincount(x.indices, weights=x.data, minlength=p) / n
+        stored = np.bincount(x.indices, minlength=p)
+        dev = np.bincount(x.indices, weights=np.square(x.data - mean[x.indices]), minlength=p)
+        return mean, dev + (n - stored) * np.square(mean)
+
+    def residual(self, p: np.ndarray) -> np.ndarray:
+        """``p - x`` (dense)."""
+        if not self.sparse:
+            return p - self.x
+        out = p.copy()
+        out[self.rows, self.x.indices] -= self.x.data
+        return out
+
+    def pearson(self, p: np.ndarray) -> np.ndarray:
+        """Per-cell Pearson r with ``p``; nan where a row of either is constant."""
+        if not self.sparse:
+            return _per_cell_pearson(self.x, p)
+        x, n_feat = self.x, self.shape[1]
+        mean = np.asarray(x.sum(axis=1)).ravel() / n_feat
+        stored = np.diff(x.indptr)
+        dev = np.bincount(
+            self.rows, weights=np.square(x.data - mean[self.rows]), minlength=x.shape[0]
+        )
+        tt = dev + (n_feat - stored) * np.square(mean)
+        pc = p - p.mean(axis=1, keepdims=True)
+        # sum_j (x_ij - mean_i) pc_ij over stored entries, minus mean_i sum_j pc_ij
+        num = np.bincount(
+            self.rows, weights=x.data * pc[self.rows, x.indices], minlength=x.shape[0]
+        )
+        num -= mean * pc.sum(axis=1)
+        pp = np.einsum("ij,ij->i", pc, pc)
+        valid = (tt > 0) & (p.max(axis=1) > p.min(axis=1))
+        out = np.full(x.shape[0], np.nan)
+        out[valid] = np.clip(num[valid] / np.sqrt(tt[valid] * pp[valid]), -1.0, 1.0)
+        return out
+
+    def positive(self) -> np.ndarray:
+        """Boolean ``x > 0``."""
+        if not self.sparse:
+            return self.x > 0
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.rows, self.x.indices] = self.x.data > 0
+        return out
 
 
 class PredictionAccumulator:
@@ -178,7 +249,9 @@ class PredictionAccumulator:
         Parameters
         ----------
         x_true
-            Observed values of shape (n_chunk, n_features); numpy or scipy sparse.
+            Observed values of shape (n_chunk, n_features); numpy or scipy sparse (a sparse
+            chunk is never densified: its moments come from the stored entries, the
+            residuals from the dense prediction minus the stored entries).
         x_pred
             Predicted values of the same shape; numpy or scipy sparse. ``None`` accumulates
             only the feature moments (enough for :meth:`n_degenerate`); R2, Pearson and AUROC
@@ -191,7 +264,7 @@ class PredictionAccumulator:
             for part in iter_row_chunks(x_true.shape[0], rows):
                 self.update(x_true[part], None if x_pred is None else x_pred[part])
             return
-        t = _dense64(x_true)
+        t = _Chunk(x_true)
         if self.n_features is None:
             self.n_features = t.shape[1]
             self._mean = np.zeros(self.n_features)
@@ -204,8 +277,7 @@ class PredictionAccumulator:
             return
 
         # Chan et al. merge of (n, mean, M2).
-        mean_b = t.mean(axis=0)
-        m2_b = np.square(t - mean_b).sum(axis=0)
+        mean_b, m2_b = t.column_moments()
         n_a = self.n_cells
         n = n_a + n_b
         delta = mean_b - self._mean
@@ -219,12 +291,12 @@ class PredictionAccumulator:
         p = _dense64(x_pred)
         if p.shape != t.shape:
             raise ValueError(f"x_pred has shape {p.shape}, x_true has {t.shape}")
-        self._sse += np.square(t - p).sum(axis=0)
-        r = _per_cell_pearson(t, p)
+        self._sse += np.square(t.residual(p)).sum(axis=0)
+        r = t.pearson(p)
         self._pearson_sum += float(np.nansum(r))
         self._pearson_n += int(np.count_nonzero(~np.isnan(r)))
         if self.compute_auroc:
-            a = _per_cell_auroc(t, p)
+            a = _per_cell_auroc(t.positive(), p)
             self._auroc_sum += float(np.nansum(a))
             self._auroc_n += int(np.count_nonzero(~np.isnan(a)))
 
