@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmint.models.cvqvae.module import InputProjection, centred_svd_lowrank
+from mmint.nn.projection import InputProjection, centred_svd_lowrank
 from mmint.nn.likelihoods import log_bernoulli, log_bernoulli_factors
 from mmint.nn.mlp import MLP
 from mmint.nn.optim import adam
