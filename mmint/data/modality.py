@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from mmint.data.spec import KINDS
 from mmint.errors import InputError
+from mmint.nn.sparse import SPARSE_MIN_FEATURES
 
 #: transform names and the kinds they may be applied to
 TRANSFORMS: dict[str, tuple[str, ...]] = {
@@ -32,9 +33,6 @@ _MIN_STD = 1e-8
 #: transforms whose values are dense by definition, and those that keep a sparse input sparse
 DENSE_TRANSFORMS = ("clr", "standardize")
 SPARSE_TRANSFORMS = ("lognorm", "tfidf", "binarize", "none")
-#: sparse modalities at least this wide are "wide": never made dense, and given to models
-#: that accept them as sparse batches (narrower ones are cheap to densify per batch)
-SPARSE_MIN_FEATURES = 2048
 #: matrix entries per row block of the blockwise transforms and statistics
 BLOCK_ENTRIES = 2**24
 

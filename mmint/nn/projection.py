@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mmint.nn.sparse import csr_parts, dense, is_sparse, matmul, nnz_rows
+from mmint.nn.sparse import SPARSE_MIN_FEATURES, csr_parts, dense, is_sparse, matmul, nnz_rows
 
 __all__ = ["InputProjection", "centred_svd_lowrank", "column_means"]
 
@@ -94,14 +94,16 @@ class InputProjection(nn.Module):
         """Fit mean and principal axes on rows ``x`` ``(n, n_in)`` (dense or sparse CSR).
 
         Exact (eigendecomposition of the covariance) up to 4096 features, else a randomised
-        SVD under a fixed seed (a sparse ``x`` is centred implicitly, never densified). Each
+        SVD under a fixed seed; a sparse ``x`` of at least ``SPARSE_MIN_FEATURES`` (2,048)
+        features always takes the randomised SVD, centred implicitly, never densified. Each
         axis is signed so that its largest loading is positive. With fewer than ``k + 1`` rows
         the missing axes stay zero.
         """
         k = min(self.k, max(x.shape[0] - 1, 0))
         if k == 0:
             raise ValueError("need at least 2 rows to fit a projection")
-        if self.n_in <= 4096 or not is_sparse(x):
+        # a wide sparse input (as the data module defines it) is never made dense
+        if not (is_sparse(x) and self.n_in >= SPARSE_MIN_FEATURES):
             x = dense(x).to(self.mean.dtype)
             mean = x.mean(0)
             xc = x - mean
