@@ -191,7 +191,7 @@ class _Chunk:
         num = np.bincount(
             self.rows, weights=x.data * pc[self.rows, x.indices], minlength=x.shape[0]
         )
-        num -= mean * pc.sum(axis=1)
+        num = num.astype(np.float64) - mean * pc.sum(axis=1)  # bincount of nothing: int
         pp = np.einsum("ij,ij->i", pc, pc)
         valid = (tt > 0) & (p.max(axis=1) > p.min(axis=1))
         out = np.full(x.shape[0], np.nan)
