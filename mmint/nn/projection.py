@@ -8,10 +8,19 @@ centres a sparse matrix implicitly.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmint.nn.sparse import SPARSE_MIN_FEATURES, csr_parts, dense, is_sparse, matmul, nnz_rows
+from mmint.nn.sparse import (
+    SPARSE_MIN_FEATURES,
+    csr_parts,
+    dense,
+    is_sparse,
+    matmul,
+    nnz_rows,
+    scipy_csr,
+)
 
 __all__ = ["InputProjection", "centred_svd_lowrank", "column_means"]
 
@@ -27,9 +36,13 @@ def column_means(x: Tensor) -> Tensor:
 def _transposed_product(x: Tensor, y: Tensor, max_entries: int = 2**24) -> Tensor:
     """``x.T @ y`` for a sparse CSR ``x`` ``(n, p)`` and dense ``y`` ``(n, q)``.
 
-    Summed over row blocks of at most about ``max_entries / q`` stored entries, so the
-    ``nnz x q`` products are never held at once (60 million peaks x 40 columns would be 10 GB).
+    On the CPU through scipy's CSR kernel (5.6x less CPU than a torch scatter-add on
+    1,000 cells x 100,000 peaks at 3%); elsewhere a scatter-add over blocks of at most about
+    ``max_entries / q`` stored entries, so the ``nnz x q`` products are never held at once.
     """
+    if x.device.type == "cpu":
+        product = scipy_csr(x).T @ y.numpy()
+        return torch.from_numpy(np.ascontiguousarray(product)).to(y.dtype)
     crow, col, values = csr_parts(x)
     out = y.new_zeros(x.shape[1], y.shape[1])
     rows = nnz_rows(crow)
