@@ -14,6 +14,8 @@ from mmint.data.simulate import simulate
 from mmint.evaluate import evaluate
 from mmint.models import build_model
 
+from .fitting import fit_briefly
+
 BLOCK = 32
 
 
@@ -97,18 +99,7 @@ def test_backed_metrics_equal_in_memory(files, name):
         dm = _dm(data)
         L.seed_everything(0, verbose=False)
         model = build_model(name, dm.spec)
-        if model.trains_in_epochs:
-            L.Trainer(
-                max_epochs=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                accelerator="cpu",
-            ).fit(model, datamodule=dm)
-        else:
-            model.fit_data(dm)
+        fit_briefly(model, dm)
         scores.append(evaluate(model, dm, "test", scib=False, leiden=False))
     mem, lazy = scores
     for key in ("r2", "pearson", "auroc", "foscttm_pairs", "ari", "nmi"):

@@ -25,6 +25,8 @@ from mmint.models import build_model
 from mmint.nn.sparse import SPARSE_MIN_FEATURES
 from mmint.outputs import write_outputs
 
+from .fitting import fit_briefly
+
 N_PEAKS = 3000
 
 
@@ -84,18 +86,7 @@ def test_fit_evaluate_and_write_stay_sparse(name, wide_data, no_densify, tmp_pat
     cfg = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))
     *_, hparams = _split_model_config(cfg)
     model = build_model(name, dm.spec, **hparams)
-    if model.trains_in_epochs:
-        trainer = L.Trainer(
-            max_epochs=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            accelerator="cpu",
-        )
-        trainer.fit(model, datamodule=dm)
-    else:
-        model.fit_data(dm)
+    fit_briefly(model, dm)
     scores = evaluate(model, dm, "test", scib=False, leiden=False)
     assert np.isfinite(scores["r2"]["rna"]["atac"]) and 0.5 < scores["auroc"]["rna"]["atac"] <= 1
     write_outputs(model, dm, tmp_path, dm.cells("test"))
