@@ -42,11 +42,11 @@ from mmint.errors import InputError
 from mmint.evaluate import evaluate
 from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
-from mmint.metrics.alignment import FOSCTTM_MAX_CELLS
+from mmint.metrics.alignment import FOSCTTM_MAX_CELLS, seeded_subsample
 from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
-from mmint.outputs import PREDICTION_MAX_CELLS, prediction_cells, write_outputs
+from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
 from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
@@ -466,7 +466,7 @@ def _fit(
             scib_max_cells=ev.get("scib_max_cells", SCIB_MAX_CELLS),
             foscttm_max_cells=ev.get("foscttm_max_cells", FOSCTTM_MAX_CELLS),
         )
-        written, written_how = prediction_cells(
+        written, written_how = seeded_subsample(
             dm.cells("test"), ev.get("prediction_max_cells", PREDICTION_MAX_CELLS), seed
         )
         metrics = {

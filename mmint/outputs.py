@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -16,10 +15,10 @@ import torch
 from mmint.data.backed import is_lazy
 from mmint.data.datamodule import PairedDataModule
 from mmint.evaluate import collect, rows_per_chunk
-from mmint.metrics.alignment import seeded_subsample
 from mmint.models.base import Integrator
 
-#: default bound on the test cells whose predictions are written (``eval.prediction_max_cells``)
+#: default bound on the test cells whose predictions are written (``eval.prediction_max_cells``;
+#: above it a seeded uniform subsample, :func:`mmint.metrics.alignment.seeded_subsample`)
 PREDICTION_MAX_CELLS = 5000
 
 
@@ -125,15 +124,6 @@ def write_prediction(
             x[start : start + len(chunk)] = chunk
             start += len(chunk)
     tmp.replace(path)
-
-
-def prediction_cells(
-    cells: np.ndarray, max_cells: int | None, seed: int = 0
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The cells whose predictions are written: all of ``cells``, or above ``max_cells``
-    (``eval.prediction_max_cells``) a seeded uniform subsample, with how they were chosen
-    (recorded in ``metrics.json`` as ``predictions_subsample``)."""
-    return seeded_subsample(cells, max_cells, seed)
 
 
 def write_outputs(
