@@ -1,4 +1,5 @@
-"""Throughput of the shared data layer: cells/s of the train loader and peak memory.
+"""Throughput of the shared data layer: cells/s of the train loader (in memory and backed),
+beside a training step, and peak memory.
 
 For each dataset, in a fresh child process (so that each peak RSS is its own):
 
@@ -11,15 +12,21 @@ For each dataset, in a fresh child process (so that each peak RSS is its own):
 
 Steps timed per dataset: building the data (load or simulate), ``PairedData`` checks,
 ``PairedDataModule.setup`` (split, train-only transform fitting, transforming every cell), and
-full epochs of the train loader (every dict batch, sparse rows densified per batch) at
-batch sizes 128 and 512, three epochs each (median and best reported). Peak memory is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after
-each step (a running maximum). ``torch.set_num_threads(1)``.
+full epochs of the train loader (every dict batch; wide sparse modalities as sparse batches,
+as MultiVI-style reads them) at the batch sizes given, three epochs each (median and best
+reported). The same again with ``data.backed``: the modalities written to ``.h5ad`` files
+first, then read lazily in file blocks with block shuffling (``backed`` rows). Beside them,
+``training steps``: ``--steps`` MultiVI-style training steps through Lightning (loader
+included, no validation) at batch size 128, in cells per second, so that the loader's rate
+can be compared with what a model consumes. Peak memory is
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` after each step (a running maximum).
+``torch.set_num_threads(1)``.
 
 Usage::
 
     python benchmarks/data_throughput.py [--out benchmarks/results/data_throughput.md]
         [--cells 100000] [--genes 2000] [--peaks 100000] [--sparsity 0.99]
-        [--batch-sizes 128 512] [--repeats 3] [--skip-real] [--skip-sim]
+        [--batch-sizes 128 512] [--repeats 3] [--steps 30] [--skip-real] [--skip-sim]
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ def machine() -> dict[str, Any]:
 def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
     """Time one dataset in this process and return its numbers."""
     t_imports = time.perf_counter()
+    import anndata as ad
     import numpy as np
     import scipy.sparse as sp
     import torch
@@ -135,6 +143,37 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
     out["n_train"] = len(dm.split["train"])
     out["input_sparse"] = {m: bool(sp.issparse(x)) for m, x in dm.inputs.items()}
 
+    dm.sparse_batches = True  # as a model with sparse first layers reads them
+    _time_loader(dm, "in memory", args, out)
+    if args.backed:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = {}
+            for m, mod in data.modalities.items():
+                a = ad.AnnData(X=mod.x, obs=data.obs.copy())
+                a.var_names = list(mod.var_names)
+                paths[m] = Path(tmp) / f"{m}.h5ad"
+                a.write_h5ad(paths[m])
+            kinds = {m: mod.kind for m, mod in data.modalities.items()}
+            t = time.perf_counter()
+            lazy = PairedData.from_anndatas(
+                paths, kinds, label_key=data.label_key, batch_key=data.batch_key, backed=True
+            )
+            bdm = PairedDataModule(lazy, seed=0, batch_size=args.batch_sizes[0])
+            bdm.setup()
+            step("backed: open + checks + setup", time.perf_counter() - t)
+            bdm.sparse_batches = True
+            _time_loader(bdm, "backed", args, out)
+    _time_steps(dm, args, out)
+    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    return out
+
+
+def _time_loader(dm: Any, mode: str, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """Full epochs of the train loader at each batch size (cells/s: median and best)."""
+    import numpy as np
+
     for batch_size in args.batch_sizes:
         dm.batch_size = batch_size
         loader = dm.train_dataloader()
@@ -149,6 +188,7 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
         median, best = float(np.median(times)), min(times)
         out["epochs"].append(
             {
+                "mode": mode,
                 "batch_size": batch_size,
                 "batches": n_batches,
                 "cells": n_cells,
@@ -160,12 +200,44 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         print(
-            f"  {which}: epochs at batch {batch_size}: {n_cells} cells in "
+            f"  {out['dataset']} ({mode}): epochs at batch {batch_size}: {n_cells} cells in "
             f"{', '.join(f'{x:.2f}' for x in times)} s (median {n_cells / median:,.0f} cells/s)",
             flush=True,
         )
-    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    return out
+
+
+def _time_steps(dm: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    """``--steps`` MultiVI-style training steps (loader included) at batch size 128."""
+    import lightning as L
+
+    from mmint.models import build_model
+
+    dm.batch_size, dm.sparse_batches = 128, None
+    L.seed_everything(0, verbose=False)
+    model = build_model("multivi", dm.spec)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=args.steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+    )
+    t = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    seconds = time.perf_counter() - t
+    out["training"] = {
+        "model": "multivi",
+        "batch_size": 128,
+        "steps": args.steps,
+        "seconds": round(seconds, 2),
+        "cells_per_s": round(args.steps * 128 / seconds, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    print(f"  {out['dataset']}: {args.steps} training steps in {seconds:.1f} s", flush=True)
 
 
 # ---------------------------------------------------------------------- report (parent)
@@ -191,23 +263,39 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], command: str, wa
         f"{info['lightning']}",
         f"- command: `{command}` (total {wall:.0f} s)",
         f"- cells/s: full epochs of `PairedDataModule.train_dataloader()` (shuffled dict "
-        "batches with every key of the contracts; sparse inputs densified per batch), "
+        "batches with every key of the contracts; wide sparse inputs as sparse batches; "
+        "`backed`: read from `.h5ad` files in file blocks, `data.backed=true`), "
         f"train cells / seconds, {info['repeats']} epochs per batch size (median and best: "
         "single epochs are noisy on a loaded machine). Peak RSS: `resource.getrusage(RUSAGE_SELF).ru_maxrss` of a "
         "fresh process per dataset, after the step (a running maximum).",
         "",
         "## Train loader",
         "",
-        "| dataset | batch size | batches | cells | seconds per epoch (each run) | cells/s "
-        "(median) | cells/s (best) | peak RSS (MB) |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| dataset | reading | batch size | batches | cells | seconds per epoch (each run) | "
+        "cells/s (median) | cells/s (best) | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for r in results:
         for e in r["epochs"]:
             lines.append(
-                f"| {r['label']} | {e['batch_size']} | {e['batches']} | {e['cells']:,} | "
+                f"| {r['label']} | {e.get('mode', 'in memory')} | {e['batch_size']} | "
+                f"{e['batches']} | {e['cells']:,} | "
                 f"{', '.join(f'{x:.2f}' for x in e['seconds'])} | {e['cells_per_s']:,.0f} | "
                 f"{e['best_cells_per_s']:,.0f} | {e['peak_rss_mb']:,.0f} |"
+            )
+    lines += [
+        "",
+        "## Beside a training step",
+        "",
+        "| dataset | model | batch size | steps | seconds | cells/s (loader included) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        tr = r.get("training")
+        if tr:
+            lines.append(
+                f"| {r['label']} | {tr['model']} | {tr['batch_size']} | {tr['steps']} | "
+                f"{tr['seconds']:.1f} | {tr['cells_per_s']:,.0f} |"
             )
     lines += ["", "## Preparation steps", "", "| dataset | step | seconds | peak RSS after (MB) |"]
     lines.append("|---|---|---:|---:|")
@@ -234,6 +322,8 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.99)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--repeats", type=int, default=3, help="epochs per batch size")
+    parser.add_argument("--steps", type=int, default=30, help="training steps timed")
+    parser.add_argument("--no-backed", dest="backed", action="store_false")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--child", choices=["snareseq", "sim"], help=argparse.SUPPRESS)
@@ -270,7 +360,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", which, "--child-out", str(child_out)]
         cmd += ["--cells", str(args.cells), "--genes", str(args.genes), "--peaks", str(args.peaks)]
         cmd += ["--sparsity", str(args.sparsity), "--repeats", str(args.repeats)]
-        cmd += ["--batch-sizes", *map(str, args.batch_sizes)]
+        cmd += ["--batch-sizes", *map(str, args.batch_sizes), "--steps", str(args.steps)]
+        cmd += [] if args.backed else ["--no-backed"]
         subprocess.run(cmd, check=True, env=env, cwd=REPO)
         result = json.loads(child_out.read_text())
         child_out.unlink()

@@ -7,8 +7,10 @@ Rows (``--rows``, ``model:dataset:n_cells``):
   subsampled to ``n_cells`` cells, stratified by ``cell_type`` and seeded
   (:func:`mmint.metrics.subsample.stratified_subsample`, seed 0); ``n_cells`` at or above the
   30,534 cells of the file keeps them all.
-- ``dataset = sim``: mmint's simulator with rna counts (``--sim-genes``) and binary peaks
-  (``--sim-peaks``, ``--sim-sparsity``), 8 types, 2 batches, seed 0.
+- ``dataset = sim`` (multiome-like): mmint's simulator with rna counts (``--sim-genes``) and
+  binary peaks (``--sim-peaks``, ``--sim-sparsity``), 8 types, 2 batches, seed 0.
+- ``dataset = cite`` (CITE-like): the simulator with rna counts (``--sim-genes``) and adt counts
+  (``--sim-proteins``, clr), 8 types, 2 batches, seed 0.
 
 Each row runs in a fresh child process (``--child``) that builds the data module (random
 80/10/10 split, seed 0), trains the model ``--epochs`` epochs through Lightning without
@@ -88,6 +90,8 @@ def load_average() -> float:
 # ------------------------------------------------------------------------------- child
 def dataset_name(kind: str, args: argparse.Namespace) -> str:
     """The ``dataset`` column of a row."""
+    if kind == "cite":
+        return f"simulated_{args.sim_genes}genes_{args.sim_proteins}proteins"
     return LIU if kind == "liu" else f"simulated_{args.sim_genes}genes_{args.sim_peaks}peaks"
 
 
@@ -117,21 +121,26 @@ def dataset(kind: str, n_cells: int, args: argparse.Namespace) -> tuple[Any, str
             adatas, cfg["kinds"], label_key=cfg["label_key"], batch_key=cfg["batch_key"]
         )
         return data, LIU, cfg["transforms"]
-    if kind == "sim":
+    if kind in ("sim", "cite"):
         from mmint.data.simulate import simulate
 
+        second = ("atac", ("binary", args.sim_peaks))
+        if kind == "cite":
+            second = ("adt", ("counts", args.sim_proteins))
+        # generated in blocks of rows: no dense cells x features matrix
         sim = simulate(
             n_cells=n_cells,
-            modalities={"rna": ("counts", args.sim_genes), "atac": ("binary", args.sim_peaks)},
+            modalities={"rna": ("counts", args.sim_genes), second[0]: second[1]},
             sparsity=args.sim_sparsity,
             seed=0,
-            chunk_size=2000,
         )
         data = PairedData.from_anndatas(
             sim.adatas, sim.kinds, label_key="cell_type", batch_key="batch"
         )
-        return data, dataset_name(kind, args), None
-    raise SystemExit(f"error: unknown dataset '{kind}' (--rows) - use liu or sim")
+        del sim
+        transforms = {"adt": "clr"} if kind == "cite" else None
+        return data, dataset_name(kind, args), transforms
+    raise SystemExit(f"error: unknown dataset '{kind}' (--rows) - use liu, sim or cite")
 
 
 def child(row: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -237,6 +246,7 @@ def run_row(row: str, args: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, __file__, "--child", row, "--result", str(result)]
         cmd += ["--epochs", str(args.epochs), "--sim-genes", str(args.sim_genes)]
         cmd += ["--sim-peaks", str(args.sim_peaks), "--sim-sparsity", str(args.sim_sparsity)]
+        cmd += ["--sim-proteins", str(args.sim_proteins)]
         log = Path(tmp) / "child.log"
         load_start, wall = load_average(), time.perf_counter()
         with open(log, "w") as fh:
@@ -374,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-genes", type=int, default=2000)
     parser.add_argument("--sim-peaks", type=int, default=100_000)
     parser.add_argument("--sim-sparsity", type=float, default=0.97)
+    parser.add_argument("--sim-proteins", type=int, default=200)
     parser.add_argument("--timeout-s", type=float, default=1800)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--notes", type=Path, default=None, help="a text file, one note a line")

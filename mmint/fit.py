@@ -43,10 +43,11 @@ from mmint.errors import InputError
 from mmint.evaluate import evaluate
 from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
+from mmint.metrics.alignment import FOSCTTM_MAX_CELLS, seeded_subsample
 from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
-from mmint.outputs import write_outputs
+from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
 from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
@@ -474,6 +475,10 @@ def _fit(
             leiden=ev.get("leiden", True),
             seed=seed,
             scib_max_cells=ev.get("scib_max_cells", SCIB_MAX_CELLS),
+            foscttm_max_cells=ev.get("foscttm_max_cells", FOSCTTM_MAX_CELLS),
+        )
+        written, written_how = seeded_subsample(
+            dm.cells("test"), ev.get("prediction_max_cells", PREDICTION_MAX_CELLS), seed
         )
         metrics = {
             "model": name,
@@ -497,8 +502,9 @@ def _fit(
         if getattr(best, "model_info", None):
             metrics["model_info"] = best.model_info
         metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
+        metrics["predictions_subsample"] = written_how
         metrics["status"], metrics["error"] = "ok", None
-        write_outputs(best, dm, run_dir, dm.cells("test"))
+        write_outputs(best, dm, run_dir, written)
         write_json(run_dir / "metrics.json", metrics)
         for lg in loggers:
             lg.log_metrics(

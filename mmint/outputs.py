@@ -4,6 +4,7 @@ prediction on new cells) writes from them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -11,9 +12,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mmint.data.backed import is_lazy
 from mmint.data.datamodule import PairedDataModule
-from mmint.evaluate import collect
+from mmint.evaluate import collect, rows_per_chunk
 from mmint.models.base import Integrator
+
+#: default bound on the test cells whose predictions are written (``eval.prediction_max_cells``;
+#: above it a seeded uniform subsample, :func:`mmint.metrics.alignment.seeded_subsample`)
+PREDICTION_MAX_CELLS = 5000
 
 
 def split_column(dm: PairedDataModule) -> np.ndarray:
@@ -27,7 +33,8 @@ def split_column(dm: PairedDataModule) -> np.ndarray:
 def to_mudata(model: Integrator, dm: PairedDataModule):
     """All cells as a MuData with one modality per entry.
 
-    Entry ``m`` holds only the cells that have ``m`` (its model input in ``X``), so nothing
+    Entry ``m`` holds only the cells that have ``m`` (its model input in ``X``, sparse for a
+    sparse modality; no ``X`` when it is read from its file, ``data.backed``), so nothing
     unmeasured looks measured: MuData's own ``obsm[m]`` is the mask of the cells that have it
     (False for the others). Each entry has ``obsm['X_<model>']`` (joint latent),
     ``obsm['X_<model>_<m>']``, and ``obsm['X_<model>_<other>']`` when all its cells also
@@ -48,8 +55,10 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
     for m in dm.modalities:
         rows = np.flatnonzero(has[m])
         feats = dm.data.modalities[m].var_names[dm.transforms[m].features]
+        # backed inputs stay in their files: the entry then has no X (see data.backed)
+        lazy = is_lazy(dm.inputs[m])
         a = ad.AnnData(
-            X=dm.inputs[m][rows],
+            X=None if lazy else dm.inputs[m][rows],
             obs=obs.iloc[rows].copy(),
             var=pd.DataFrame(index=feats.astype(str)),
         )
@@ -66,32 +75,55 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
     return mdata
 
 
-@torch.no_grad()
-def predict(
+def prediction_chunks(
     model: Integrator, dm: PairedDataModule, src: str, dst: str, cells: np.ndarray
-) -> ad.AnnData:
-    """Prediction of ``dst`` from ``src`` for the ``cells`` that have both, as an AnnData
-    (``X`` in dst's model-input space, ``layers['observed']`` the observed input)."""
+) -> Iterator[np.ndarray]:
+    """Predictions of ``dst`` from ``src`` for ``cells`` (which have both), chunk by chunk
+    (at most :func:`mmint.evaluate.rows_per_chunk` cells each), so that a wide target is
+    never predicted whole."""
     if hasattr(model, "eval"):
         model.eval()
-    both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
-    device = getattr(model, "device", torch.device("cpu"))
-    chunks = []
+    size = rows_per_chunk(dm, [dst])
     if hasattr(model, "predict_cells"):  # a whole-set model (contracts: embed_cells)
-        if len(both):
-            chunks = [np.asarray(model.predict_cells(dm, src, dst, both), dtype=np.float32)]
-    else:
-        sparse = bool(getattr(model, "accepts_sparse", False))
-        for batch in dm.iter_batches(both, sparse=sparse):
+        for i in range(0, len(cells), size):
+            yield np.asarray(model.predict_cells(dm, src, dst, cells[i : i + size]), np.float32)
+        return
+    device = getattr(model, "device", torch.device("cpu"))
+    sparse = bool(getattr(model, "accepts_sparse", False))
+    with torch.no_grad():
+        for batch in dm.iter_batches(cells, batch_size=size, sparse=sparse):
             batch = {k: v.to(device) for k, v in batch.items()}
-            chunks.append(model.translate(batch, src, dst).float().cpu().numpy())
-    x = np.concatenate(chunks) if chunks else np.zeros((0, dm.inputs[dst].shape[1]), np.float32)
+            yield model.translate(batch, src, dst).float().cpu().numpy()
+
+
+def write_prediction(
+    model: Integrator, dm: PairedDataModule, src: str, dst: str, cells: np.ndarray, path: Path
+) -> None:
+    """``predictions/<src>_to_<dst>.h5ad`` for the ``cells`` that have both, written atomically
+    and without a dense copy of the whole prediction: ``X`` (dst's model-input space) is
+    written chunk by chunk into the file; ``layers['observed']`` is the observed input (sparse
+    for a sparse modality)."""
+    import h5py
+
+    both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
     feats = dm.data.modalities[dst].var_names[dm.transforms[dst].features].astype(str)
-    obs = pd.DataFrame(index=dm.data.names[both].astype(str))
-    a = ad.AnnData(X=x, obs=obs, var=pd.DataFrame(index=feats))
-    a.layers["observed"] = dm.inputs[dst][both]
+    a = ad.AnnData(
+        obs=pd.DataFrame(index=dm.data.names[both].astype(str)), var=pd.DataFrame(index=feats)
+    )
+    a.layers["observed"] = (
+        dm.inputs[dst][both] if len(both) else np.zeros((0, len(feats)), np.float32)
+    )
     a.uns["mmint"] = {"model": model.name, "src": src, "dst": dst, "space": dm.transform_names[dst]}
-    return a
+    tmp = path.parent / f".{path.name}.tmp"
+    a.write_h5ad(tmp)
+    with h5py.File(tmp, "a") as f:
+        x = f.create_dataset("X", shape=(len(both), len(feats)), dtype="float32")
+        x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
+        start = 0
+        for chunk in prediction_chunks(model, dm, src, dst, both) if len(both) else ():
+            x[start : start + len(chunk)] = chunk
+            start += len(chunk)
+    tmp.replace(path)
 
 
 def write_outputs(
@@ -113,8 +145,6 @@ def write_outputs(
         for dst in dm.modalities:
             if src != dst:
                 path = pred_dir / f"{src}_to_{dst}.h5ad"
-                tmp = pred_dir / f".{path.name}.tmp"
-                predict(model, dm, src, dst, prediction_cells).write_h5ad(tmp)
-                tmp.replace(path)
+                write_prediction(model, dm, src, dst, np.asarray(prediction_cells), path)
                 written.append(path)
     return written

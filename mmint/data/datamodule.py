@@ -12,8 +12,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmint import keys
-from mmint.data.modality import FittedTransform, check_transform, fit_transform
+from mmint.data.backed import TransformedRows, is_lazy
+from mmint.data.modality import (
+    SPARSE_MIN_FEATURES,
+    FittedTransform,
+    check_dense_width,
+    check_transform,
+    fit_transform,
+    row_blocks,
+)
 from mmint.data.paired import PairedData
+from mmint.data.sampling import ShuffledBatches
 from mmint.data.spec import DataSpec, train_count_means
 from mmint.data.splits import make_split
 from mmint.errors import InputError
@@ -21,15 +30,38 @@ from mmint.nn.sparse import csr_tensor
 
 Batch = dict[str, torch.Tensor]
 
-#: sparse modalities at least this wide come as sparse batches to models that accept them;
-#: narrower ones stay dense (their dense product is cheap and keeps the dense arithmetic)
-SPARSE_MIN_FEATURES = 2048
 
-
-def _rows(x: np.ndarray | sp.csr_matrix, idx: np.ndarray) -> np.ndarray:
-    """Dense float32 rows of ``x`` (sparse matrices are densified per batch only)."""
+def _rows(x: Any, idx: np.ndarray) -> np.ndarray:
+    """Dense float32 rows of ``x`` (sparse matrices are densified per batch only, for models
+    that read dense batches)."""
     out = x[idx]
     return out.toarray() if sp.issparse(out) else np.asarray(out)
+
+
+def _pooled_variance(x: Any, rows: np.ndarray) -> float:
+    """Variance of all entries of ``x[rows]`` (every feature pooled), from row blocks merged
+    with Chan et al.'s update (one block: the direct formula)."""
+    n_all, mean_all, m2_all = 0, 0.0, 0.0
+    for block in row_blocks(x, rows):
+        n = block.shape[0] * block.shape[1]
+        if n == 0:
+            continue
+        if sp.issparse(block):
+            mean = block.sum() / n
+            var = float(block.multiply(block).sum() / n - mean**2)
+        else:
+            mean, var = np.mean(block, dtype=np.float64), float(np.var(block, dtype=np.float64))
+        total = n_all + n
+        delta = float(mean) - mean_all
+        m2_all += var * n + delta**2 * n_all * n / total
+        mean_all += delta * n / total
+        n_all = total
+    return m2_all / n_all if n_all else 0.0
+
+
+def _file_block(data: PairedData) -> int:
+    """Rows per file block of the backed modalities (their read unit)."""
+    return max(int(getattr(mod.x, "block_rows", 1)) for mod in data.modalities.values())
 
 
 def _tensors(state: Any) -> Any:
@@ -74,64 +106,6 @@ class _BatchDataset(Dataset):
             batch[keys.PHASE] = torch.tensor(idx[0])
             return batch
         return self.dm.batch(np.asarray(idx), self.sparse)
-
-
-class _ShuffledBatches(Sampler[tuple[int, list[int]]]):
-    """``passes`` reshuffled passes over ``cells`` per epoch, seeded by (seed, epoch).
-
-    Yields ``(pass index, cells)``: every training batch says which pass it belongs to.
-
-    With ``world_size > 1`` (DDP) every pass is dealt round-robin over the processes after
-    dropping at most ``world_size - 1`` cells, so that every process gets the same number of
-    equally sized batches (a process with one batch more would wait forever in the gradient
-    all-reduce). Lightning calls :meth:`set_epoch` before every epoch, which also makes a
-    resumed fit draw the same batches as an uninterrupted one.
-    """
-
-    def __init__(
-        self,
-        cells: np.ndarray,
-        batch_size: int,
-        seed: int,
-        passes: int = 1,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.cells, self.batch_size, self.seed, self.passes = cells, batch_size, seed, passes
-        self.rank, self.world_size = rank, max(1, world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the shuffles of ``epoch`` on the next iteration."""
-        self.epoch = int(epoch)
-
-    def _per_process(self) -> int:
-        """Cells per process and pass."""
-        return len(self.cells) // self.world_size
-
-    def _one_pass(self, rng: np.random.Generator) -> list[np.ndarray]:
-        perm = rng.permutation(self.cells)
-        if self.world_size > 1:
-            perm = perm[: self._per_process() * self.world_size][self.rank :: self.world_size]
-        chunks = [perm[i : i + self.batch_size] for i in range(0, len(perm), self.batch_size)]
-        if len(chunks) > 1 and len(chunks[-1]) < 2:  # a 1-cell batch breaks BatchNorm
-            last = chunks.pop()
-            chunks[-1] = np.concatenate([chunks[-1], last])
-        return chunks
-
-    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        for k in range(self.passes):
-            for chunk in self._one_pass(rng):
-                yield k, chunk.tolist()
-
-    def __len__(self) -> int:
-        n = self._per_process() if self.world_size > 1 else len(self.cells)
-        per_pass = -(-n // self.batch_size)
-        if per_pass > 1 and n % self.batch_size == 1:
-            per_pass -= 1  # the lone last cell joins the previous batch
-        return per_pass * self.passes
 
 
 class PairedDataModule(L.LightningDataModule):
@@ -180,6 +154,7 @@ class PairedDataModule(L.LightningDataModule):
         transforms: Mapping[str, str] | None = None,
         n_top_features: Mapping[str, int] | None = None,
         eval_batch_size: int = 1024,
+        shuffle_block: int | None = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -194,6 +169,13 @@ class PairedDataModule(L.LightningDataModule):
         self.n_top_features = dict(n_top_features or {})
         for m, mod in data.modalities.items():
             _check_width(m, mod.kind, self.transform_names[m], mod.n_features, self.n_top_features)
+            width = min(mod.n_features, int(self.n_top_features.get(m) or mod.n_features))
+            sparse = sp.issparse(mod.x) or bool(getattr(mod.x, "sparse", False))
+            check_dense_width(m, mod.x.shape[0], sparse, self.transform_names[m], width)
+        lazy = any(is_lazy(mod.x) for mod in data.modalities.values())
+        #: cells per shuffled block of the train loader (1: every cell shuffled; default 1
+        #: in memory, the file block of backed reading otherwise)
+        self.shuffle_block = int(shuffle_block or (_file_block(data) if lazy else 1))
         #: passes per epoch of the train loader (``None``: the model's declaration, else 1)
         self.passes_per_epoch: int | None = None
         #: add the unlabelled target cells to the train loader (``None``: the model's)
@@ -237,16 +219,25 @@ class PairedDataModule(L.LightningDataModule):
             for m, mod in self.data.modalities.items():
                 cells = train[mod.present[train]]
                 self.transforms[m] = fit_transform(
-                    mod.x[cells], mod.kind, self.transform_names[m], self.n_top_features.get(m)
+                    mod.x, mod.kind, self.transform_names[m], self.n_top_features.get(m), cells
                 )
-        self.inputs: dict[str, np.ndarray | sp.csr_matrix] = {}
-        self.counts: dict[str, np.ndarray | sp.csr_matrix] = {}
+        # in memory: transformed once (a sparse input stays CSR and shares the raw indices);
+        # backed: transformed per batch as rows are read
+        self.inputs: dict[str, Any] = {}
+        self.counts: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray] = {}
         for m, mod in self.data.modalities.items():
-            raw = self.transforms[m].select(mod.x)
-            self.inputs[m] = self.transforms[m].apply(raw)
-            if mod.kind == "counts":
-                self.counts[m] = sp.csr_matrix(raw, dtype=np.float32) if sp.issparse(raw) else raw
+            t = self.transforms[m]
+            if is_lazy(mod.x):
+                self.inputs[m] = TransformedRows(mod.x, t)
+                if mod.kind == "counts":
+                    self.counts[m] = TransformedRows(mod.x, t, select_only=True)
+            else:
+                raw = t.select(mod.x)
+                self.inputs[m] = t.apply(raw)
+                if mod.kind == "counts":
+                    sparse = sp.issparse(raw)
+                    self.counts[m] = sp.csr_matrix(raw, dtype=np.float32) if sparse else raw
             self.masks[m] = mod.present.astype(np.float32)
         self._ready = True
 
@@ -262,15 +253,10 @@ class PairedDataModule(L.LightningDataModule):
         counts = np.bincount(
             self.batch_labels[train][self.batch_labels[train] >= 0], minlength=len(self.label_names)
         )
-        variance = {}
-        for m in self.modalities:
-            x = self.inputs[m][train[self.masks[m][train] > 0]]
-            if sp.issparse(x):
-                n = x.shape[0] * x.shape[1]
-                mean = x.sum() / n
-                variance[m] = float(x.multiply(x).sum() / n - mean**2)
-            else:
-                variance[m] = float(np.var(x, dtype=np.float64))
+        variance = {
+            m: _pooled_variance(self.inputs[m], train[self.masks[m][train] > 0])
+            for m in self.modalities
+        }
         return DataSpec(
             modalities=self.modalities,
             kinds={m: mod.kind for m, mod in self.data.modalities.items()},
@@ -334,6 +320,11 @@ class PairedDataModule(L.LightningDataModule):
         sparse = bool(self._declared("sparse_batches", "accepts_sparse", False))
         return DataLoader(_BatchDataset(self, sparse), sampler=sampler, batch_size=None)
 
+    @property
+    def backed(self) -> bool:
+        """Whether some modality is read from its file on demand (``data.backed``)."""
+        return any(is_lazy(x) for x in self.inputs.values())
+
     def _declared(self, attribute: str, model_attribute: str, default: Any) -> Any:
         """This module's setting, else the trained model's declaration, else ``default``."""
         if getattr(self, attribute) is not None:
@@ -356,8 +347,9 @@ class PairedDataModule(L.LightningDataModule):
         passes = int(self._declared("passes_per_epoch", "train_passes_per_epoch", 1))
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        cells, block = self.train_cells(), self.shuffle_block
         return self._loader(
-            _ShuffledBatches(self.train_cells(), self.batch_size, self.seed, passes, rank, world)
+            ShuffledBatches(cells, self.batch_size, self.seed, passes, rank, world, block)
         )
 
     def _ordered(self, idx: np.ndarray, size: int) -> DataLoader:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class PairedData:
         batch_key: str | None = None,
         class_key: str | None = None,
         exclude_labels: Sequence[str] = (),
+        backed: bool = False,
     ) -> PairedData:
         """Align one AnnData (or ``.h5ad`` path) per modality and check everything.
 
@@ -92,11 +93,14 @@ class PairedData:
             ``obs`` columns with cell labels, batches and coarse classes of the labels.
         exclude_labels
             Labels treated as unknown (their cells still train, unlabelled).
+        backed
+            Leave the matrices of ``.h5ad`` paths in their files and read rows on demand
+            (:class:`mmint.data.backed.BackedMatrix`); the checks read the files in blocks.
         """
         check_kinds(list(adatas), kinds)
         if join not in JOINS:
             raise InputError(f"unknown join '{join}'", "data.join", f"use one of {list(JOINS)}")
-        loaded = {m: _read(m, a) for m, a in adatas.items()}
+        loaded = {m: _read(m, a, backed) for m, a in adatas.items()}
         for m, (adata, where) in loaded.items():
             check_not_empty(m, adata, where)
             check_unique_cells(m, adata.obs_names, where)
@@ -231,7 +235,9 @@ class PairedData:
         lines = [f"cells: {self.n_cells}"]
         for m, mod in self.modalities.items():
             n_present = int(mod.present.sum())
-            nnz = mod.x.nnz if sp.issparse(mod.x) else int(np.count_nonzero(mod.x))
+            nnz = sum(
+                b.nnz if sp.issparse(b) else int(np.count_nonzero(b)) for _, b in _blocks(mod.x)
+            )
             density = nnz / max(1, n_present * mod.n_features)
             lines.append(
                 f"modality {m}: kind={mod.kind} features={mod.n_features} cells={n_present} "
@@ -256,8 +262,17 @@ class PairedData:
     # ------------------------------------------------------------------ checks
     def _check_values(self) -> None:
         for m, mod in self.modalities.items():
-            values = mod.x.data if sp.issparse(mod.x) else mod.x
-            bad_cells = _rows_where(mod.x, ~np.isfinite(values))
+            # scanned in row blocks: no temporary as large as the matrix (10^6 cells)
+            bad_cells, neg, frac = [], [], []
+            for r0, block in _blocks(mod.x):
+                values = block.data if sp.issparse(block) else block
+                bad_cells.append(r0 + _rows_where(block, ~np.isfinite(values)))
+                if mod.kind == "counts":
+                    neg.append(r0 + _rows_where(block, values < 0))
+                    with np.errstate(invalid="ignore"):  # inf: reported above as not finite
+                        step = np.abs(values - np.round(values)) > 1e-6
+                    frac.append(r0 + _rows_where(block, step))
+            bad_cells = np.concatenate(bad_cells)
             if len(bad_cells):
                 raise InputError(
                     f"{len(bad_cells)} cells have NaN or inf values, e.g. "
@@ -266,7 +281,7 @@ class PairedData:
                     "remove or impute these values before loading",
                 )
             if mod.kind == "counts":
-                neg = _rows_where(mod.x, values < 0)
+                neg = np.concatenate(neg)
                 if len(neg):
                     raise InputError(
                         f"{len(neg)} cells have negative values in a 'counts' modality, e.g. "
@@ -274,7 +289,7 @@ class PairedData:
                         f"modality '{m}', {mod.where}",
                         "give raw counts, or declare the modality kind 'continuous'",
                     )
-                frac = _rows_where(mod.x, np.abs(values - np.round(values)) > 1e-6)
+                frac = np.concatenate(frac)
                 if len(frac):
                     raise InputError(
                         f"{len(frac)} cells have non-integer values in a 'counts' modality, e.g. "
@@ -292,7 +307,7 @@ class PairedData:
         for m, mod in self.modalities.items():
             if mod.kind == "continuous":
                 continue
-            nonzero = _nonzero_rows(mod.x)
+            nonzero = np.concatenate([_nonzero_rows(b) for _, b in _blocks(mod.x)])
             empty = np.flatnonzero(mod.present & ~nonzero)
             if len(empty):
                 mod.present = mod.present & nonzero
@@ -344,7 +359,9 @@ class PairedData:
 
 
 # ---------------------------------------------------------------------- helpers
-def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, str]:
+def _read(
+    modality: str, source: ad.AnnData | str | Path, backed: bool = False
+) -> tuple[ad.AnnData, str]:
     if isinstance(source, ad.AnnData):
         return source, source.uns.get("mmint_where", f"AnnData of modality '{modality}'")
     path = Path(source).expanduser()
@@ -356,7 +373,7 @@ def _read(modality: str, source: ad.AnnData | str | Path) -> tuple[ad.AnnData, s
         with warnings.catch_warnings():
             # mmint reports duplicate names itself, as one clear error
             warnings.filterwarnings("ignore", message=".*names are not unique.*")
-            return ad.read_h5ad(path), str(path)
+            return ad.read_h5ad(path, backed="r" if backed else None), str(path)
     except Exception as err:  # h5py/anndata raise many types for a broken file
         raise InputError(
             f"cannot read an AnnData ({type(err).__name__})", str(path), "give a valid .h5ad file"
@@ -430,6 +447,13 @@ def _aligned_modality(
     x = adata.X
     if x is None:
         raise InputError(f"modality '{name}' has no X matrix", where, "store the values in adata.X")
+    if adata.isbacked:
+        from mmint.data.backed import BackedMatrix
+
+        pos = adata.obs_names.get_indexer(names)
+        same = adata.obs_names.equals(names)
+        lazy = BackedMatrix(x, None if same else pos)
+        return Modality(name, kind, lazy, adata.var_names.copy(), pos >= 0, where)
     x = sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else np.asarray(x, dtype=np.float32)
     if adata.obs_names.equals(names):
         return Modality(name, kind, x, adata.var_names.copy(), np.ones(len(names), bool), where)
@@ -446,6 +470,13 @@ def _aligned_modality(
         aligned = np.zeros((len(names), x.shape[1]), np.float32)
         aligned[present] = x[pos[present]]
     return Modality(name, kind, aligned, adata.var_names.copy(), present, where)
+
+
+def _blocks(x: Any, n_entries: int = 2**24) -> Iterator[tuple[int, Any]]:
+    """``(first row, rows)`` of consecutive row blocks of about ``n_entries`` entries."""
+    size = max(1, n_entries // max(1, x.shape[1]))
+    for r0 in range(0, x.shape[0], size):
+        yield r0, x[r0 : r0 + size]
 
 
 def _nonzero_rows(x: np.ndarray | sp.csr_matrix) -> np.ndarray:

@@ -56,6 +56,13 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
     }
     kinds = dict(cfg.get("kinds") or {})
     join = cfg.get("join") or "strict"
+    backed = bool(cfg.get("backed", False))
+    if backed and source == "simulator":
+        raise InputError(
+            "data.backed reads .h5ad files; the simulator makes its data in memory",
+            "data.backed",
+            "write the simulated data to .h5ad files and use data=custom, or set data.backed=false",
+        )
     if source == "simulator":
         from mmint.data.simulate import simulate
 
@@ -77,7 +84,7 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
                 ", ".join(missing),
                 f"restore the files listed in DATASETS.md of ${DATA_DIR_ENV}",
             )
-        return PairedData.from_anndatas(paths, kinds, join=join, **common)
+        return PairedData.from_anndatas(paths, kinds, join=join, backed=backed, **common)
     if source == "custom":
         paths = cfg.get("paths")
         if not paths:
@@ -99,11 +106,17 @@ def load_dataset(cfg: str | Mapping[str, Any]) -> PairedData:
                     "data.paths",
                     "give {modality: file.h5ad} for one AnnData per modality",
                 )
+            if backed:
+                raise InputError(
+                    "data.backed reads one .h5ad file per modality, not a .h5mu",
+                    "data.paths",
+                    "give 'data.paths={rna: a.h5ad, atac: b.h5ad}', or set data.backed=false",
+                )
             # data.join applies as for separate files: with `outer`, a cell absent from a
             # modality's obs lacks it (contracts); `strict` refuses modalities with other cells
             return PairedData.from_mudata(_resolve(paths), kinds, join=join, **common)
         return PairedData.from_anndatas(
-            {m: _resolve(p) for m, p in paths.items()}, kinds, join=join, **common
+            {m: _resolve(p) for m, p in paths.items()}, kinds, join=join, backed=backed, **common
         )
     raise InputError(
         f"unknown data source '{source}'", "data.source", "use simulator, shared or custom"

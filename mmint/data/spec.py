@@ -120,5 +120,14 @@ def train_count_means(
     for m, x in counts.items():
         rows = train[masks[m][train] > 0]
         if len(rows):
-            out[m] = np.asarray(x[rows].mean(axis=0), dtype=np.float32).ravel().tolist()
+            size = max(1, 2**24 // max(1, x.shape[1]))
+            if len(rows) <= size:
+                mean = np.asarray(x[rows].mean(axis=0), dtype=np.float32).ravel()
+            else:  # summed over row blocks: the training rows are never copied whole
+                total = sum(
+                    np.asarray(x[rows[i : i + size]].sum(axis=0), dtype=np.float64).ravel()
+                    for i in range(0, len(rows), size)
+                )
+                mean = (total / len(rows)).astype(np.float32)
+            out[m] = mean.tolist()
     return out

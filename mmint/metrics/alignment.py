@@ -5,11 +5,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.spatial.distance import cdist
 
 #: Target number of distances held at once (float64: 32 MiB).
 CHUNK_ENTRIES: int = 2**22
+
+#: default bound on the cells FOSCTTM (quadratic in them) sees (``eval.foscttm_max_cells``)
+FOSCTTM_MAX_CELLS = 20_000
+
+HOW_ALL = "all scored cells (not more than max_cells)"
+HOW_UNIFORM = "uniform: max_cells cells drawn without replacement by numpy default_rng(seed)"
 
 
 def _check_paired(z_a: np.ndarray, z_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +81,30 @@ def foscttm(z_a: np.ndarray, z_b: np.ndarray, chunk_size: int | None = None) -> 
     a_to_b = _fraction_closer(z_a, z_b, chunk_size)
     b_to_a = _fraction_closer(z_b, z_a, chunk_size)
     return float((a_to_b.mean() + b_to_a.mean()) / 2)
+
+
+def seeded_subsample(
+    cells: np.ndarray, max_cells: int | None, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``cells`` (in order) when there are at most ``max_cells`` (``None``: no bound), else a
+    sorted uniform draw of ``max_cells`` of them by ``numpy.random.default_rng(seed)``; and how
+    they were chosen (``{"n_cells", "n_cells_total", "max_cells", "how", "seed"}``, the
+    fields of ``scib.subsample``)."""
+    cells = np.asarray(cells)
+    info: dict[str, Any] = {"n_cells_total": int(len(cells)), "max_cells": max_cells}
+    if max_cells is None or len(cells) <= max_cells:
+        return cells, {**info, "n_cells": int(len(cells)), "how": HOW_ALL, "seed": None}
+    pick = np.sort(np.random.default_rng(seed).choice(len(cells), int(max_cells), replace=False))
+    return cells[pick], {**info, "n_cells": int(max_cells), "how": HOW_UNIFORM, "seed": int(seed)}
+
+
+def foscttm_subsampled(
+    z_a: np.ndarray, z_b: np.ndarray, max_cells: int | None, seed: int = 0
+) -> tuple[float, dict[str, Any]]:
+    """:func:`foscttm` on at most ``max_cells`` paired cells (a seeded uniform subsample
+    above it, :func:`seeded_subsample`) and how they were chosen."""
+    idx, info = seeded_subsample(np.arange(len(z_a)), max_cells, seed)
+    return foscttm(np.asarray(z_a)[idx], np.asarray(z_b)[idx]), info
 
 
 def latent_distance(z_a: np.ndarray, z_b: np.ndarray, seed: int = 0) -> float:

@@ -35,6 +35,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
+from mmint.metrics.rowwise import Chunk, dense64, per_cell_auroc
+
 #: Features whose variance among the scored cells is at most this are excluded from R2.
 VARIANCE_EPS: float = 1e-8
 
@@ -42,16 +44,6 @@ VARIANCE_EPS: float = 1e-8
 CHUNK_ENTRIES: int = 2**22
 
 Weighting = Literal["uniform", "variance"]
-
-
-def _dense64(x) -> np.ndarray:
-    """Return ``x`` (numpy or scipy sparse) as a dense 2-d float64 array."""
-    if sp.issparse(x):
-        x = x.toarray()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-dimensional matrix, got shape {x.shape}")
-    return x
 
 
 def _row_sliceable(x):
@@ -86,54 +78,6 @@ def iter_row_chunks(n_rows: int, chunk_size: int) -> Iterator[slice]:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     for start in range(0, n_rows, chunk_size):
         yield slice(start, min(start + chunk_size, n_rows))
-
-
-def _per_cell_pearson(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Pearson r of each row of ``t`` with the same row of ``p``; nan where a row is constant."""
-    valid = (t.max(axis=1) > t.min(axis=1)) & (p.max(axis=1) > p.min(axis=1))
-    out = np.full(t.shape[0], np.nan)
-    if valid.any():
-        tc = t[valid] - t[valid].mean(axis=1, keepdims=True)
-        pc = p[valid] - p[valid].mean(axis=1, keepdims=True)
-        num = np.einsum("ij,ij->i", tc, pc)
-        den = np.sqrt(np.einsum("ij,ij->i", tc, tc) * np.einsum("ij,ij->i", pc, pc))
-        out[valid] = np.clip(num / den, -1.0, 1.0)
-    return out
-
-
-def _sorted_average_ranks(s: np.ndarray) -> np.ndarray:
-    """1-based average ranks (ties share the mean of their ranks) of rows already sorted."""
-    m = s.shape[1]
-    idx = np.broadcast_to(np.arange(m), s.shape)
-    differs = s[:, 1:] != s[:, :-1]
-    edge = np.ones((s.shape[0], 1), dtype=bool)
-    starts = np.concatenate([edge, differs], axis=1)
-    ends = np.concatenate([differs, edge], axis=1)
-    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, idx, m)[:, ::-1], axis=1)[:, ::-1]
-    return (first + last) / 2.0 + 1.0
-
-
-def _per_cell_auroc(t: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``p`` against ``t > 0``; nan where the row has one class only.
-
-    Mann-Whitney form with average ranks for ties: ``(R_pos - n_pos (n_pos + 1) / 2) /
-    (n_pos n_neg)``, with ``R_pos`` the sum of the positives' ranks.
-    """
-    positive = t > 0
-    n_pos = positive.sum(axis=1).astype(np.float64)
-    n_neg = t.shape[1] - n_pos
-    valid = (n_pos > 0) & (n_neg > 0)
-    out = np.full(t.shape[0], np.nan)
-    if valid.any():
-        scores = p[valid]
-        order = np.argsort(scores, axis=1)
-        ranks = _sorted_average_ranks(np.take_along_axis(scores, order, axis=1))
-        pos_sorted = np.take_along_axis(positive[valid], order, axis=1)
-        rank_sum = np.einsum("ij,ij->i", ranks, pos_sorted.astype(np.float64))
-        npos = n_pos[valid]
-        out[valid] = (rank_sum - npos * (npos + 1) / 2) / (npos * n_neg[valid])
-    return out
 
 
 class PredictionAccumulator:
@@ -178,7 +122,9 @@ class PredictionAccumulator:
         Parameters
         ----------
         x_true
-            Observed values of shape (n_chunk, n_features); numpy or scipy sparse.
+            Observed values of shape (n_chunk, n_features); numpy or scipy sparse (a sparse
+            chunk is never densified: its moments come from the stored entries, the
+            residuals from the dense prediction minus the stored entries).
         x_pred
             Predicted values of the same shape; numpy or scipy sparse. ``None`` accumulates
             only the feature moments (enough for :meth:`n_degenerate`); R2, Pearson and AUROC
@@ -191,7 +137,7 @@ class PredictionAccumulator:
             for part in iter_row_chunks(x_true.shape[0], rows):
                 self.update(x_true[part], None if x_pred is None else x_pred[part])
             return
-        t = _dense64(x_true)
+        t = Chunk(x_true)
         if self.n_features is None:
             self.n_features = t.shape[1]
             self._mean = np.zeros(self.n_features)
@@ -204,8 +150,7 @@ class PredictionAccumulator:
             return
 
         # Chan et al. merge of (n, mean, M2).
-        mean_b = t.mean(axis=0)
-        m2_b = np.square(t - mean_b).sum(axis=0)
+        mean_b, m2_b = t.column_moments()
         n_a = self.n_cells
         n = n_a + n_b
         delta = mean_b - self._mean
@@ -216,15 +161,15 @@ class PredictionAccumulator:
         if x_pred is None:
             self._has_all_predictions = False
             return
-        p = _dense64(x_pred)
+        p = dense64(x_pred)
         if p.shape != t.shape:
             raise ValueError(f"x_pred has shape {p.shape}, x_true has {t.shape}")
-        self._sse += np.square(t - p).sum(axis=0)
-        r = _per_cell_pearson(t, p)
+        self._sse += np.square(t.residual(p)).sum(axis=0)
+        r = t.pearson(p)
         self._pearson_sum += float(np.nansum(r))
         self._pearson_n += int(np.count_nonzero(~np.isnan(r)))
         if self.compute_auroc:
-            a = _per_cell_auroc(t, p)
+            a = per_cell_auroc(t.positive(), p)
             self._auroc_sum += float(np.nansum(a))
             self._auroc_n += int(np.count_nonzero(~np.isnan(a)))
 

@@ -160,7 +160,7 @@ class SVDRidge(SavedByAttributes, Integrator):
         if len(alphas) == 1 or len(v) < 2:
             reg["alpha"] = alphas[len(alphas) // 2]
         else:
-            truth = dense64(dm.inputs[dst][v])
+            truth = dm.inputs[dst][v]  # scored in row chunks: a sparse target stays sparse
             k_val = rbf_kernel(self.components(src, dm.inputs[src][v]), centers, gamma)
             scores = []
             for a in alphas:

@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: sparse modalities at least this wide are "wide": never made dense, and given to models
+#: that accept them as sparse batches (narrower ones are cheap to densify per batch)
+SPARSE_MIN_FEATURES = 2048
+
 
 def is_sparse(x: Tensor) -> bool:
     """Whether ``x`` is a sparse (CSR or COO) tensor."""
@@ -103,6 +107,7 @@ def matmul(x: Tensor, y: Tensor) -> Tensor:
 
 
 __all__ = [
+    "SPARSE_MIN_FEATURES",
     "csr_parts",
     "csr_tensor",
     "dense",

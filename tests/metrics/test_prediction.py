@@ -224,3 +224,28 @@ def test_errors():
     acc.update(x_true, x_pred)
     with pytest.raises(ValueError, match="features"):
         acc.update(x_true[:, :3], x_pred[:, :3])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 40])
+def test_sparse_wide_chunks_equal_the_in_memory_result(chunk_size):
+    """A wide sparse target (never densified) scored in row chunks equals sklearn / scipy on
+    the whole dense matrices within 1e-6."""
+    rng = np.random.default_rng(11)
+    x = sp.random(40, 3000, density=0.05, format="csr", random_state=11, dtype=np.float64)
+    x.data[:] = 1.0
+    x[3] = 0.0  # an empty row (no positive): skipped by AUROC, constant for Pearson
+    x.eliminate_zeros()
+    dense = x.toarray()
+    pred = np.clip(dense * 0.6 + rng.uniform(0, 0.5, dense.shape), 0, 1)
+    acc = accumulate(x, pred, compute_auroc=True, chunk_size=chunk_size)
+    keep = dense.var(axis=0) > VARIANCE_EPS
+    assert acc.r2() == pytest.approx(r2_score(dense[:, keep], pred[:, keep]), abs=1e-6)
+    assert acc.r2("variance") == pytest.approx(
+        r2_score(dense[:, keep], pred[:, keep], multioutput="variance_weighted"), abs=1e-6
+    )
+    rows = [i for i in range(40) if dense[i].max() > dense[i].min()]
+    expected = np.mean([pearsonr(dense[i], pred[i])[0] for i in rows])
+    assert acc.pearson() == pytest.approx(expected, abs=1e-6)
+    assert acc.auroc() == pytest.approx(
+        np.mean([roc_auc_score(dense[i], pred[i]) for i in rows]), abs=1e-6
+    )

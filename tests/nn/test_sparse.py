@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmint.models.cvqvae.module import InputProjection, centred_svd_lowrank
 from mmint.nn.likelihoods import log_bernoulli, log_bernoulli_factors
 from mmint.nn.mlp import MLP
 from mmint.nn.optim import adam
+from mmint.nn.projection import InputProjection, centred_svd_lowrank
 from mmint.nn.sparse import csr_tensor, feature_major_, scipy_csr, sparse_linear
 
 F64 = torch.float64
