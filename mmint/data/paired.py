@@ -21,6 +21,7 @@ from mmint.data.checks import (
     check_unique_features,
     examples,
 )
+from mmint.data.join import join_names, merge_obs
 from mmint.errors import InputError
 
 JOINS = ("strict", "inner", "outer")
@@ -110,8 +111,8 @@ class PairedData:
             {"label": label_key, "batch": batch_key, "class": class_key},
             {m: w for m, (_, w) in loaded.items()},
         )
-        names, notes = _join_names({m: a.obs_names for m, (a, _) in loaded.items()}, join, loaded)
-        obs = _merge_obs({m: a.obs for m, (a, _) in loaded.items()}, names)
+        names, notes = join_names({m: a.obs_names for m, (a, _) in loaded.items()}, join, loaded)
+        obs = merge_obs({m: a.obs for m, (a, _) in loaded.items()}, names)
         modalities = {}
         for m, (adata, where) in loaded.items():
             modalities[m] = _aligned_modality(m, kinds[m], adata, names, where)
@@ -378,67 +379,6 @@ def _read(
         raise InputError(
             f"cannot read an AnnData ({type(err).__name__})", str(path), "give a valid .h5ad file"
         ) from err
-
-
-def _join_names(
-    names: dict[str, pd.Index], join: str, loaded: dict[str, tuple[ad.AnnData, str]]
-) -> tuple[pd.Index, list[str]]:
-    mods = list(names)
-    first = names[mods[0]]
-    if join == "strict":
-        for m in mods[1:]:
-            if len(names[m]) == len(first) and names[m].equals(first):
-                continue
-            only_a = first.difference(names[m], sort=False)
-            only_b = names[m].difference(first, sort=False)
-            if len(only_a) == 0 and len(only_b) == 0:
-                raise InputError(
-                    f"modalities '{mods[0]}' and '{m}' hold the same cells in a different order",
-                    f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
-                    "reorder one file (adata[other.obs_names]) or use data.join=inner",
-                )
-            shown = examples(only_a.append(only_b))
-            raise InputError(
-                f"cells differ between modalities '{mods[0]}' and '{m}': {len(only_a)} only in "
-                f"'{mods[0]}', {len(only_b)} only in '{m}', e.g. {shown}",
-                f"{loaded[mods[0]][1]} vs {loaded[m][1]}",
-                "use data.join=inner to keep shared cells or data.join=outer to keep all",
-            )
-        return first, []
-    if join == "inner":
-        shared = first
-        for m in mods[1:]:
-            shared = shared.intersection(names[m], sort=False)
-        dropped = len(pd.Index([]).append([names[m] for m in mods]).unique()) - len(shared)
-        if len(shared) == 0:
-            raise InputError(
-                "no cell is shared by all modalities",
-                ", ".join(w for _, w in loaded.values()),
-                "check that the files describe the same cells (obs_names must match)",
-            )
-        return shared, [f"join=inner: kept {len(shared)} shared cells, dropped {dropped}"]
-    union = first
-    for m in mods[1:]:
-        union = union.append(names[m].difference(union, sort=False))
-    missing = {m: len(union) - len(names[m]) for m in mods}
-    return union, [f"join=outer: missing-modality counts {missing}"]
-
-
-def _merge_obs(obs: dict[str, pd.DataFrame], names: pd.Index) -> pd.DataFrame:
-    merged = pd.DataFrame(index=names)
-    for frame in obs.values():
-        frame = frame.reindex(names)
-        for col in frame.columns:
-            if col not in merged.columns:
-                merged[col] = frame[col].astype(object)
-            else:
-                merged[col] = merged[col].where(merged[col].notna(), frame[col].astype(object))
-    for col in merged.columns:
-        if merged[col].map(lambda v: isinstance(v, str)).any():
-            merged[col] = merged[col].astype("category")
-        else:
-            merged[col] = merged[col].infer_objects()
-    return merged
 
 
 def _aligned_modality(
