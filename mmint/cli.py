@@ -285,7 +285,7 @@ def _report(args: list[str]) -> None:
     try:
         from mmint.benchmark.report_cli import main as report
 
-        report(args)
+        report(args, compose_run)
     except InputError as err:
         fail(err)
     except Exception as err:

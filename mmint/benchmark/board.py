@@ -96,6 +96,16 @@ def supervised(model: str) -> bool:
     return flag is True
 
 
+def supervised_models(runs: pd.DataFrame) -> set[str]:
+    """Models whose groups are predicted labels: by class (``groups_are_labels``) or, on a
+    held-out batch, by the runs' own record (``transfer_protocol`` = ``model classifier``)."""
+    out = {m for m in runs["model"].astype(str).unique() if supervised(m)}
+    if "transfer_protocol" in runs:
+        own = runs[runs["transfer_protocol"].astype(str) == "model classifier"]
+        out |= set(own["model"].astype(str))
+    return out
+
+
 def _entry_label(entry: str, marks: set[str]) -> str:
     return f"{entry} {SUPERVISED_MARK}" if entry.split("/")[0] in marks else entry
 
@@ -135,10 +145,14 @@ def leaderboard_table(board: pd.DataFrame, marks: set[str]) -> str:
     return markdown_table(header, rows)
 
 
-def _blocks(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    long = runs[["task", "seed", "entry", column]].copy()
-    long["block"] = long["task"].astype(str) + " seed " + long["seed"].astype(str)
-    return long.dropna(subset=[column])
+def _blocks(runs: pd.DataFrame, column: str, per_seed: bool = True) -> pd.DataFrame:
+    """Long table (block, entry, value): blocks are (dataset, seed) pairs, or datasets with the
+    mean over seeds (``per_seed=False``)."""
+    long = runs[["task", "seed", "entry", column]].dropna(subset=[column])
+    if not per_seed:
+        long = long.groupby(["task", "entry"], as_index=False)[column].mean()
+        return long.assign(block=long["task"].astype(str))
+    return long.assign(block=long["task"].astype(str) + " seed " + long["seed"].astype(str))
 
 
 @dataclass
@@ -152,12 +166,16 @@ class Test:
     why_not: str = ""
 
 
-def significance(runs: pd.DataFrame, column: str, opts: BoardOptions) -> Test:
-    """Friedman's test and the post-hoc test of ``column`` over (dataset, seed) blocks."""
-    blocks = sig.complete_blocks(_blocks(runs, column), column)
+def significance(
+    runs: pd.DataFrame, column: str, opts: BoardOptions, per_seed: bool = True
+) -> Test:
+    """Friedman's test and the post-hoc test of ``column`` over (dataset, seed) blocks (or
+    over datasets, seed means, with ``per_seed=False``)."""
+    blocks = sig.complete_blocks(_blocks(runs, column, per_seed), column)
     n, k = blocks.matrix.shape
     if k < 3 or n < 2:
-        why = f"{k} models with {n} complete (dataset, seed) blocks: Friedman's test needs 3 and 2"
+        what = "(dataset, seed)" if per_seed else "dataset"
+        why = f"{k} models with {n} complete {what} blocks: Friedman's test needs 3 and 2"
         return Test(blocks, None, None, [], why)
     fr = sig.friedman(blocks.matrix)
     if not np.isfinite(fr.statistic):
@@ -303,6 +321,21 @@ def controls_section(scored: Scored, controls: Mapping[Key, dict]) -> str:
     )
 
 
+def _datasets_only(runs: pd.DataFrame, opts: BoardOptions) -> str:
+    """Friedman's test with one block per dataset (the seeds of a dataset share its cells, so
+    (dataset, seed) blocks are not independent): the conservative reading."""
+    test = significance(runs, "overall", opts, per_seed=False)
+    if test.friedman is None:
+        return f"With one block per dataset (seed means): not tested ({test.why_not})."
+    fr = test.friedman
+    return (
+        f"With one block per dataset (seed means; the seeds of a dataset share its cells, so the "
+        f"(dataset, seed) blocks are not independent): Friedman chi2({fr.n_models - 1}) = "
+        f"{fr.statistic:.2f}, p = {fr.pvalue:.3g} over {fr.n_blocks} datasets and "
+        f"{fr.n_models} models."
+    )
+
+
 def _zeroed_note(runs: pd.DataFrame, marks: set[str], opts: BoardOptions) -> str:
     """Which categories each model lacks where others have them (counted as 0 or left out)."""
     lacking: dict[str, set[str]] = {}
@@ -337,7 +370,7 @@ def build_board(
     if not scored.runs["overall"].notna().any():
         return Board("## Leaderboard\n\nNo leaderboard: no run could be scaled.\n")
     board = leaderboard(scored.runs, scored.all_runs)
-    marks = {m for m in scored.all_runs["model"].astype(str).unique() if supervised(m)}
+    marks = supervised_models(scored.all_runs)
     plots = [p for p in [heatmap(board, plots_dir / "leaderboard.png")] if p is not None]
     test = significance(scored.runs, "overall", opts)
     if test.friedman is not None:
@@ -367,21 +400,19 @@ def build_board(
             else ""
         )
         + "`not run`: no run of the model on that dataset (left out by the suite); `failed`: "
-        "its runs failed.",
+        "its runs failed. " + _zeroed_note(scored.runs, marks, opts),
         "",
         *[f"![{p.stem}](plots/{p.name})" for p in plots],
         "",
         _significance_text(test, opts, "overall score"),
+        "",
+        _datasets_only(scored.runs, opts),
         "",
     ]
     text += [sep, ""] if sep else []
     text += [cats, ""] if cats else []
     ctrl = controls_section(scored, controls)
     text += [ctrl, ""] if ctrl else []
-    zeroed = _zeroed_note(scored.runs, marks, opts)
-    if zeroed:
-        text.insert(text.index("## Leaderboard") + 4, zeroed)
-        text.insert(text.index("## Leaderboard") + 5, "")
     left = [*scored.notes, *(notes or [])]
     if left:
         text += ["Not scaled: " + "; ".join(left) + ".", ""]

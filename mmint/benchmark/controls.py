@@ -29,10 +29,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from mmint.benchmark.results import flatten
-from mmint.evaluate import Outputs, evaluate
+from mmint.evaluate import evaluate
 from mmint.io import read_json, write_json
 from mmint.metrics.subsample import SCIB_MAX_CELLS
-from mmint.models.wholeset import accumulate_predictions
+from mmint.models.wholeset import Embedding, WholeSetIntegrator
 
 #: bump when the controls' definition changes: stored controls are then recomputed
 CONTROL_VERSION = 1
@@ -78,6 +78,7 @@ class ControlModel:
         self.seed = seed
         #: the label control's groups are the labels (its transfer reads them as labels)
         self.groups_are_labels = kind == "control"
+        self.translates = True
         self._cache: dict[str, Any] = {}
 
     def _embedding(self, dm: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -99,7 +100,16 @@ class ControlModel:
             self._cache["joint"], self._cache["latents"] = joint, latents
         return self._cache["joint"], self._cache["latents"]
 
-    def _predict(self, dm: Any, src: str, dst: str, cells: np.ndarray) -> np.ndarray:
+    def embed(self, dm: Any, cells: np.ndarray) -> Embedding:
+        """Latents and groups of ``cells`` (groups: the labels for the label control, none
+        for the random one: KMeans then groups it, as a model without a head)."""
+        joint, latents = self._embedding(dm)
+        groups = dm.true_labels[cells] if self.kind == "control" else None
+        return Embedding(joint[cells], {m: z[cells] for m, z in latents.items()}, groups)
+
+    def predict_cells(self, dm: Any, src: str, dst: str, cells: np.ndarray) -> np.ndarray:
+        """``dst`` for ``cells``: the training mean per feature (control) or a draw from a
+        normal with the training mean and variance per feature (random)."""
         mean, var = self._cache.setdefault(f"moments/{dst}", _train_moments(dm, dst))
         if self.kind == "control":
             return np.broadcast_to(mean, (len(cells), mean.size)).copy()
@@ -107,25 +117,8 @@ class ControlModel:
         rng = np.random.default_rng([self.seed, 2, *map(ord, f"{src}>{dst}"), int(cells[0])])
         return mean + np.sqrt(var) * rng.standard_normal((len(cells), mean.size))
 
-    def embed_cells(
-        self,
-        dm: Any,
-        cells: np.ndarray,
-        translations: bool = True,
-        pairs: list[tuple[str, str]] | None = None,
-    ) -> Outputs:
-        """Everything :mod:`mmint.evaluate` scores, for ``cells`` at once."""
-        cells = np.asarray(cells, dtype=np.int64)
-        joint, latents = self._embedding(dm)
-        groups = dm.true_labels[cells] if self.kind == "control" else None
-        prediction = {}
-        if translations:
-            mods = dm.modalities
-            pairs = pairs if pairs is not None else [(s, d) for s in mods for d in mods]
-            prediction = accumulate_predictions(dm, cells, pairs, self._predict)
-        return Outputs(
-            cells, joint[cells], {m: z[cells] for m, z in latents.items()}, groups, prediction
-        )
+    #: everything :mod:`mmint.evaluate` scores for a set of cells, as the whole-set models give
+    embed_cells = WholeSetIntegrator.embed_cells
 
 
 def _numbers(flat: Mapping[str, Any]) -> dict[str, float]:
@@ -188,13 +181,15 @@ def fingerprint(cfg: Mapping[str, Any]) -> str:
 
 def file_name(cfg: Mapping[str, Any]) -> str:
     """``<dataset>__seed<k>.json`` for the default random split, else with the split kind and
-    the fingerprint's first characters (``<dataset>__holdout_batch-1a2b3c__seed<k>.json``)."""
+    a hash of the split config (``<dataset>__holdout_batch-1a2b3c__seed<k>.json``: the same
+    for every seed of one split)."""
     split = cfg.get("split") or {}
     data, seed = cfg["data"]["name"], int(cfg.get("seed", 0))
     default = split.get("kind", "random") == "random" and list(
         split.get("fractions", [0.8, 0.1, 0.1])
     ) == [0.8, 0.1, 0.1]
-    tag = "" if default else f"__{split.get('kind')}-{fingerprint(cfg)[:6]}"
+    digest = hashlib.sha256(json.dumps(split, sort_keys=True, default=str).encode()).hexdigest()
+    tag = "" if default else f"__{split.get('kind')}-{digest[:6]}"
     return f"{data}{tag}__seed{seed}.json"
 
 

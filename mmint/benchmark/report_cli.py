@@ -26,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mmint.benchmark.runner import Compose
 from mmint.errors import InputError
 
 KNOWN = ("out", "suite", "suites", "name", "logger")
@@ -85,27 +86,26 @@ def _suite_names(paths: list[Path], opts: dict[str, Any]) -> list[str | None]:
     return list(names)
 
 
-def load_suite(name: str):
+def load_suite(name: str, compose: Compose):
     """The suite config ``mmint/conf/suite/<name>.yaml`` as a :class:`Suite`."""
     from mmint.benchmark.grid import Suite
-    from mmint.cli import compose_run
 
-    return Suite.from_config(compose_run([f"suite={name}"])["suite"])
+    return Suite.from_config(compose([f"suite={name}"])["suite"])
 
 
-def main(args: list[str]) -> None:
-    """Run the ``report`` command."""
+def main(args: list[str], compose: Compose) -> None:
+    """Run the ``report`` command; ``compose`` composes a run's overrides into its config
+    (:func:`mmint.cli.compose_run`)."""
     from mmint.benchmark.board import BoardOptions
     from mmint.benchmark.publish import Source, merge, source_controls, write_suite_outputs
     from mmint.benchmark.report import ReportOptions
     from mmint.benchmark.results import read_results
-    from mmint.cli import compose_run
 
     paths, opts, board_cfg, overrides = parse(args)
     names = _suite_names(paths, opts)
     sources, notes = [], []
     for path, name in zip(paths, names, strict=True):
-        suite = load_suite(name) if name else None
+        suite = load_suite(name, compose) if name else None
         if suite is None:
             notes.append(
                 f"{path}: no suite config found (suite=<name>); controls composed from "
@@ -118,7 +118,7 @@ def main(args: list[str]) -> None:
     controls: dict = {}
     if board_opts.controls:
         for s in sources:
-            controls.update(source_controls(s, compose_run))
+            controls.update(source_controls(s, compose))
     table, merge_notes = merge(sources)
     title = opts.get("name") or " + ".join(
         dict.fromkeys(s.suite.name if s.suite else s.folder.name for s in sources)

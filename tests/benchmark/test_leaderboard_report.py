@@ -94,3 +94,22 @@ def test_report_command_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", str(tmp_path / "r.csv")])
     assert exit_.value.code == 2 and "add out=<dir>" in capsys.readouterr().err
+
+
+def test_supervised_marks():
+    from mmint.benchmark.board import supervised_models
+
+    runs = pd.DataFrame(
+        {
+            "model": ["knn_transfer", "pca", "unitednet", "unitednet", "gone"],
+            "transfer_protocol": [
+                None,
+                "15-NN on the joint latent",
+                "model classifier",
+                None,
+                None,
+            ],
+        }
+    )
+    # knn_transfer by class; unitednet by its run's record; an unknown name is not marked
+    assert supervised_models(runs) == {"knn_transfer", "unitednet"}
