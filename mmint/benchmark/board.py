@@ -50,8 +50,8 @@ class BoardOptions:
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any] | None) -> BoardOptions:
         """From a plain dict: ``clip``, ``weights``, ``bio_weight``, ``batch_weight``,
-        ``min_gap`` (the :class:`Scoring`), ``posthoc``, ``alpha``, ``power``, ``n_boot``,
-        ``controls``."""
+        ``min_gap``, ``missing`` (the :class:`Scoring`), ``posthoc``, ``alpha``, ``power``,
+        ``n_boot``, ``controls``."""
         from mmint.errors import InputError
 
         cfg = dict(cfg or {})

@@ -23,8 +23,8 @@ def _plt():
 
 def heatmap(board: pd.DataFrame, path: Path, title: str = "scaled overall score") -> Path | None:
     """Entries x tasks heat map of ``score.<task>`` (from :func:`leaderboard.leaderboard`),
-    the mean over tasks as the last column; cells without a score say why (``not run`` /
-    ``failed``), hatched."""
+    the mean over tasks as the last column (with ``(k/N)`` when over k of the N tasks); cells
+    without a score say why (``not run`` / ``failed``), hatched."""
     plt = _plt()
     tasks = list(board.attrs.get("tasks", []))
     if board.empty or not tasks:
@@ -43,10 +43,16 @@ def heatmap(board: pd.DataFrame, path: Path, title: str = "scaled overall score"
             v = values[i, j]
             if np.isfinite(v):
                 dark = v < 0.6 * vmax
+                partial = j == n_cols - 1 and board.iloc[i]["n_tasks"] < len(tasks)
+                label = (
+                    f"{v:.2f}\n({int(board.iloc[i]['n_tasks'])}/{len(tasks)})"
+                    if partial
+                    else f"{v:.2f}"
+                )
                 ax.text(
                     j,
                     i,
-                    f"{v:.2f}",
+                    label,
                     ha="center",
                     va="center",
                     fontsize=8,
