@@ -59,7 +59,9 @@ def _codes(x: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(x), return_inverse=True)[1].astype(np.int64)
 
 
-def surrogate_groups(labels: np.ndarray, target_ari: float, seed: int = 0) -> np.ndarray:
+def surrogate_groups(
+    labels: np.ndarray, target_ari: float, seed: int | Sequence[int] = 0
+) -> np.ndarray:
     """Labels with a fraction of cells relabelled uniformly at random, the fraction chosen
     (bisection, 30 steps) so that the ARI with ``labels`` is closest to ``target_ari``."""
     labels = _codes(labels)

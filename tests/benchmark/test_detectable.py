@@ -69,3 +69,24 @@ def test_identical_models_have_zero_se_and_pairs_resolve_by_size():
     assert d.too_small
     same = det.detectable_difference(seeds, {"a": 0.5, "b": 0.5}, n_boot=20)
     assert same.n_pairs == 0 and same.degenerate and same.too_small
+
+
+def test_nested_surrogate_errors_bound_below_independent_ones():
+    labels = np.repeat(np.arange(6), 20)
+    levels = {"a": 0.7, "b": 0.5}
+
+    def seeds(shared: bool) -> list[det.SeedCells]:
+        return [
+            det.SeedCells(
+                labels,
+                {
+                    m: det.surrogate_groups(labels, a, (s, 0 if shared else i))
+                    for i, (m, a) in enumerate(levels.items())
+                },
+            )
+            for s in range(3)
+        ]
+
+    nested = det.detectable_difference(seeds(True), levels, n_boot=300)
+    independent = det.detectable_difference(seeds(False), levels, n_boot=300)
+    assert nested.mdd < independent.mdd  # overlapping errors cancel in the paired difference
