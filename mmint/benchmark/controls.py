@@ -40,6 +40,16 @@ CONTROL_VERSION = 1
 RANDOM_DIMS = 16
 #: random draws averaged into the random control
 N_RANDOM = 3
+#: what a stored controls file says it holds
+DEFINITION = (
+    "Scored by mmint.evaluate.evaluate on the test cells of the runs' split. random: a random "
+    f"Gaussian embedding ({RANDOM_DIMS} dimensions; joint latent and each modality's latent "
+    "drawn independently; groups by KMeans) and predictions drawn per feature from a normal "
+    "with the training cells' mean and variance, the mean of "
+    f"{N_RANDOM} draws (random_sd: their sd). control: the labels as groups, the one-hot labels "
+    "as the joint latent and as every modality's latent, the training mean of each feature as "
+    "the prediction of every cell."
+)
 #: fingerprinted eval keys (they change what the metric code computes)
 _EVAL_KEYS = ("scib", "kbet", "scib_max_cells")
 
@@ -217,7 +227,7 @@ def load_or_compute(
         "data": cfg["data"]["name"],
         "seed": seed,
         "split_config": cfg.get("split"),
-        "definition": __doc__.split("\n\n")[1] if __doc__ else "",
+        "definition": DEFINITION,
         **score_controls(dm, seed, cfg.get("eval")),
     }
     write_json(path, out)
