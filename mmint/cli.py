@@ -1,4 +1,5 @@
-"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain|predict> [hydra overrides]``.
+"""The ``mmint`` command: ``mmint <validate|fit|benchmark|explain|predict> [hydra overrides]``
+and ``mmint report <results.csv> ... out=<dir>`` (no Hydra: it composes only the runs' data).
 
 Hydra composes the config here and only here; the library takes plain dicts. Bad input
 exits 2 with one line ``error: <what> (<where>) - <how to fix>`` on stderr, no traceback.
@@ -13,13 +14,15 @@ from typing import Any
 
 from mmint.errors import InputError
 
-COMMANDS = ("validate", "fit", "benchmark", "explain", "predict")
+COMMANDS = ("validate", "fit", "benchmark", "explain", "predict", "report")
 USAGE = """usage: mmint <command> [key=value ...]
 
 commands:
   validate   load a dataset through the training code path and report whether it is usable
   fit        fit one model on one dataset and write a run directory
   benchmark  run a suite of fits and write results.csv, report.md and plots
+  report     leaderboard and report.md from one or more results.csv (no fitting):
+             mmint report <results.csv> [<results.csv> ...] out=<dir>
   explain    SHAP relevance analysis of a run directory
   predict    apply a run to new cells (its fitted transforms and model): latents, groups,
              cross-modal predictions
@@ -35,6 +38,7 @@ examples:
   mmint validate data=custom 'data.paths={rna: a.h5ad, atac: b.h5ad}' 'data.kinds={rna: counts, atac: binary}'
   mmint fit model=unitednet data=synthetic seed=1 logger=csv
   mmint benchmark suite=quick
+  mmint report runs/benchmark/real_comparators/results.csv runs/benchmark/real/results.csv out=board
   mmint predict run=runs/unitednet/synthetic/<time> data=custom 'data.paths={rna: new_rna.h5ad, atac: new_atac.h5ad}' 'data.kinds={rna: counts, atac: binary}'
 """
 
@@ -268,6 +272,31 @@ TASKS: dict[str, Callable[[Any], None]] = {
 }
 
 
+def _report(args: list[str]) -> None:
+    """``mmint report``: bad input exits 2 with one line, any other failure 1."""
+    import logging
+
+    from mmint.console import setup_console
+
+    verbose = any(a.lower() == "verbose=true" for a in args)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_console(verbose)
+    args = [a for a in args if a.lower() not in ("verbose=true", "verbose=false")]
+    try:
+        from mmint.benchmark.report_cli import main as report
+
+        report(args, compose_run)
+    except InputError as err:
+        fail(err)
+    except Exception as err:
+        if verbose:
+            raise
+        fail(
+            f"{type(err).__name__}: {' '.join(str(err).split())} (verbose=true shows the traceback)",
+            1,
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mmint`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -281,6 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     if not any(a.lower() == "verbose=true" for a in rest):
         # torch's C++ warnings (e.g. DDP's reducer) bypass Python logging: only errors
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+    if command == "report":
+        _report(rest)
+        return
     _, overrides = split_hydra_flags(rest)
     try:
         _config_dir()  # an install without its config tree: one error line, not Hydra's

@@ -463,5 +463,5 @@ def test_unknown_command(capsys):
     assert (
         err.strip()
         == "error: unknown command 'check' (mmint check) - use one of: validate, fit, benchmark, "
-        "explain, predict"
+        "explain, predict, report"
     )

@@ -1,5 +1,6 @@
 """``mmint benchmark suite=<name> [overrides]``: run a suite, write ``results.csv``,
-``report.md`` and ``plots/`` in the suite folder (Hydra's run dir, by default
+``report.md`` (leaderboard first), ``plots/``, ``controls/``, ``scaled.csv`` and
+``leaderboard.csv`` in the suite folder (Hydra's run dir, by default
 ``runs/benchmark/<suite>``), print the summary table.
 
 Overrides other than ``suite.*`` and ``hydra.*`` reach every run (``logger=csv``,
@@ -13,11 +14,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from mmint.benchmark.board import BoardOptions
 from mmint.benchmark.grid import Suite, expand, passthrough
-from mmint.benchmark.plots import make_plots
-from mmint.benchmark.report import ReportOptions, build_report, summary_table
+from mmint.benchmark.publish import Source, source_controls, write_suite_outputs
+from mmint.benchmark.report import ReportOptions, summary_table
 from mmint.benchmark.runner import Compose, SuiteRun, run_suite
-from mmint.io import atomic_write
 from mmint.runlock import folder_lock
 
 
@@ -52,7 +53,6 @@ def _run_benchmark(
     echo(f"suite {suite.name}: {len(expand(suite, base_overrides))} runs -> {suite_dir}")
     done = run_suite(suite, suite_dir, base_overrides, echo=echo, compose=compose)
     table = done.table
-    plots = make_plots(table, suite_dir, umap=suite.umap, echo=echo)
     opts = ReportOptions(
         name=suite.name,
         reference=suite.reference or "default",
@@ -61,14 +61,12 @@ def _run_benchmark(
         notes=[*done.notes, *suite.skip_notes()],
         description=suite.description,
     )
-    text = build_report(table, opts)
-    if plots:
-        text += (
-            "\n## Plots\n\n"
-            + "\n".join(f"![{p.stem}]({p.relative_to(suite_dir).as_posix()})" for p in plots)
-            + "\n"
-        )
-    atomic_write(suite_dir / "report.md", text)
+    board_opts = BoardOptions.from_dict(suite.leaderboard)
+    source = Source(table, suite_dir, suite, list(base_overrides))
+    controls = source_controls(source, compose, echo) if board_opts.controls else {}
+    board = write_suite_outputs(
+        table, suite_dir, opts, board_opts, controls, umap=suite.umap, echo=echo
+    )
     if logger_kind == "wandb":
         from mmint.benchmark.wandb_sync import log_suite_summary
 
@@ -77,9 +75,10 @@ def _run_benchmark(
                 table,
                 suite_dir,
                 suite.name,
-                plots,
+                sorted((suite_dir / "plots").glob("*.png")),
                 project=project,
                 summary={f"runs_{k}": v for k, v in done.counts.items()},
+                leaderboard=board.table,
             )
         except Exception as err:  # noqa: BLE001 - the report is written; W&B is extra
             echo(f"note: the W&B suite-summary run failed: {type(err).__name__}: {err}")

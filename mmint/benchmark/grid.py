@@ -44,6 +44,8 @@ class Suite:
     description: str = ""
     #: model -> {dataset: why} pairs the grid leaves out (a model that cannot take the data)
     skip: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: leaderboard options (:class:`mmint.benchmark.board.BoardOptions`: clip, weights, ...)
+    leaderboard: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -96,6 +98,7 @@ class Suite:
                 str(m): {str(d): str(why) for d, why in (pairs or {}).items()}
                 for m, pairs in (c.get("skip") or {}).items()
             },
+            leaderboard=dict(c.get("leaderboard") or {}),
         )
 
     def skip_notes(self) -> list[str]:

@@ -3,56 +3,44 @@ floor and, for ablations, paired differences across seeds with 95% t confidence 
 
 from __future__ import annotations
 
-import math
-import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-#: headline metrics, in report order (ARI first), with whether higher is better
-HEADLINE: dict[str, bool] = {
-    "ari": True,
-    "ari_kmeans": True,
-    "nmi": True,
-    "r2_cross": True,
-    "foscttm": False,
-    "latent_distance": False,
-    "scib.bio_conservation": True,
-    "scib.batch_correction": True,
-    "scib.total": True,
-    "fit_seconds": False,
-}
-LABELS = {
-    "ari": "ARI",
-    "ari_kmeans": "ARI (KMeans)",
-    "nmi": "NMI",
-    "r2_cross": "cross-modal R2",
-    "foscttm": "FOSCTTM",
-    "latent_distance": "latent distance",
-    "scib.bio_conservation": "scIB bio",
-    "scib.batch_correction": "scIB batch",
-    "scib.total": "scIB total",
-    "fit_seconds": "fit s",
-    "ari_class": "ARI (class)",
-    "n_groups": "groups",
-    "transfer_accuracy": "transfer acc.",
-    "transfer_macro_f1": "transfer macro-F1",
-}
-#: metrics shown after the headline ones when a run has them
-EXTRA = ["ari_class", "transfer_accuracy", "transfer_macro_f1"]
-NA = "n/a"
-#: metrics that enter the mean rank (quality, not cost); scIB batch is already in scIB total
-RANKED = [m for m in HEADLINE if m not in ("fit_seconds", "scib.batch_correction")]
+from mmint.benchmark.ablation import (  # noqa: F401 - re-exported: the report's public names
+    PAIRED,
+    ablation_section,
+    paired_differences,
+    t_interval,
+)
+from mmint.benchmark.aggregate import (  # noqa: F401 - re-exported
+    EXTRA,
+    GROUP,
+    HEADLINE,
+    LABELS,
+    RANKED,
+    aggregate,
+    cell,
+    metrics_present,
+    na_column,
+    not_applicable_notes,
+    ok_rows,
+    ranks,
+    with_derived,
+)
+from mmint.benchmark.tables import (  # noqa: F401 - re-exported
+    NA,
+    fmt,
+    fmt_pm,
+    fmt_signed,
+    markdown_table,
+)
+
 #: the individual scIB metrics of the per-dataset scIB table (``scib.metrics.<name>``)
 SCIB_BIO = ("isolated_labels", "kmeans_nmi", "kmeans_ari", "silhouette_label", "clisi_knn")
 SCIB_BATCH = ("bras", "ilisi_knn", "kbet_per_label", "graph_connectivity", "pcr_comparison")
-#: metrics of the paired (ablation) comparisons
-PAIRED = ["ari", "r2_cross", "ari_kmeans", "nmi", "foscttm", "latent_distance", "scib.total"]
-GROUP = ["data", "model", "variant"]
-_R2 = re.compile(r"^r2\.([^.]+)\.([^.]+)$")
 
 CLASS_NOTE = (
     "Class-level scores (`ari_class`) map each group to a fine label by Hungarian matching on "
@@ -71,193 +59,8 @@ class ReportOptions:
     single_task_variants: Sequence[str] = ()
     notes: list[str] = field(default_factory=list)
     description: str = ""
-
-
-def with_derived(table: pd.DataFrame) -> pd.DataFrame:
-    """Add ``r2_cross``: the mean of the off-diagonal ``r2.<src>.<dst>`` entries of a row."""
-    table = table.copy()
-    cols = [c for c in table.columns if (m := _R2.match(c)) and m.group(1) != m.group(2)]
-    if cols:
-        table["r2_cross"] = (
-            table[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1, skipna=True)
-        )
-    elif "r2_cross" not in table:
-        table["r2_cross"] = np.nan
-    return table
-
-
-def ok_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of finished runs, with ``r2_cross``."""
-    if "status" in table:
-        table = table[table["status"] == "ok"]
-    return with_derived(table)
-
-
-def metrics_present(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
-    """The metrics with at least one value in ``table``."""
-    return [
-        m for m in metrics if m in table and pd.to_numeric(table[m], errors="coerce").notna().any()
-    ]
-
-
-def aggregate(table: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean and sd (ddof 1) over seeds per dataset/model/variant: columns ``<metric>_mean``,
-    ``<metric>_sd`` and ``n`` (runs)."""
-    ok = ok_rows(table)
-    metrics = metrics_present(ok, list(metrics or [*HEADLINE, *EXTRA, "n_groups"]))
-    if ok.empty:
-        return pd.DataFrame(columns=[*GROUP, "n"])
-    values = ok[GROUP + metrics].copy()
-    for m in metrics:
-        values[m] = pd.to_numeric(values[m], errors="coerce")
-    grouped = values.groupby(GROUP, sort=False)
-    out = grouped.size().rename("n").to_frame()
-    for m in metrics:
-        out[f"{m}_mean"] = grouped[m].mean()
-        out[f"{m}_sd"] = grouped[m].std(ddof=1)
-        # the metric does not apply to the model (metrics.json not_applicable)
-        na = ok[na_column(m)].fillna("").astype(str) != "" if na_column(m) in ok else None
-        out[f"{m}_na"] = (
-            na.groupby([ok[g] for g in GROUP], sort=False).any() if na is not None else False
-        )
-    return out.reset_index()
-
-
-def na_column(metric: str) -> str:
-    """The ``results.csv`` column holding why ``metric`` does not apply (``r2_cross`` -> r2's,
-    ``scib.total`` -> scib's)."""
-    key = "r2" if metric == "r2_cross" else metric.split(".")[0]
-    return f"not_applicable.{key}"
-
-
-def cell(r: pd.Series, metric: str, digits: int = 3) -> str:
-    """``mean ± sd`` of a metric in an aggregated row, ``n/a`` where it does not apply."""
-    mean = r.get(f"{metric}_mean")
-    if (mean is None or not np.isfinite(mean)) and bool(r.get(f"{metric}_na", False)):
-        return NA
-    return fmt_pm(mean, r.get(f"{metric}_sd"), digits)
-
-
-def not_applicable_notes(table: pd.DataFrame) -> list[str]:
-    """One note per model and reason: which metrics do not apply to it and why."""
-    ok = ok_rows(table)
-    cols = [c for c in ok.columns if c.startswith("not_applicable.")]
-    reasons: dict[tuple[str, str], list[str]] = {}
-    for _, r in ok.drop_duplicates("model").iterrows():
-        for c in cols:
-            if isinstance(r[c], str) and r[c]:
-                reasons.setdefault((r["model"], r[c]), []).append(c.split(".", 1)[1])
-    return [
-        f"`{NA}` for `{model}`: {', '.join(metrics)}: {why}."
-        for (model, why), metrics in reasons.items()
-    ]
-
-
-def ranks(agg: pd.DataFrame, metrics: Sequence[str] = RANKED) -> pd.Series:
-    """Per dataset: each model/variant's mean rank over ``metrics`` (1 = best), ranked again."""
-    out = pd.Series(np.nan, index=agg.index)
-    for _, sub in agg.groupby("data", sort=False):
-        per = []
-        for m in metrics:
-            col = f"{m}_mean"
-            if col in sub and sub[col].notna().any():
-                per.append(sub[col].rank(ascending=not HEADLINE.get(m, True), method="average"))
-        if per:
-            out[sub.index] = pd.concat(per, axis=1).mean(axis=1).rank(method="min")
-    return out
-
-
-def t_interval(
-    values: Sequence[float], level: float = 0.95
-) -> tuple[float, float, float, float, int]:
-    """``(mean, sd, low, high, n)`` of ``values`` with the one-sample Student-t interval of
-    :func:`scipy.stats.ttest_1samp` (NaN for n < 2); missing values are left out."""
-    from scipy import stats
-
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return math.nan, math.nan, math.nan, math.nan, 0
-    mean = float(x.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan, n
-    with warnings.catch_warnings():  # identical values: a zero-width interval, no warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        ci = stats.ttest_1samp(x, 0.0).confidence_interval(level)
-    return mean, float(x.std(ddof=1)), float(ci.low), float(ci.high), n
-
-
-def paired_differences(
-    table: pd.DataFrame, reference: str, metrics: Sequence[str] = PAIRED
-) -> pd.DataFrame:
-    """Per dataset, model and non-reference variant: the differences variant - reference of
-    the same seed, their mean, sd, n and 95% t interval (columns ``data, model, variant,
-    metric, n, mean, sd, ci_low, ci_high``)."""
-    ok = ok_rows(table)
-    metrics = metrics_present(ok, metrics)
-    rows = []
-    for (data, model), sub in ok.groupby(["data", "model"], sort=False):
-        ref = (
-            sub[sub["variant"] == reference].drop_duplicates("seed", keep="last").set_index("seed")
-        )
-        if ref.empty:
-            continue
-        for variant in [v for v in sub["variant"].unique() if v != reference]:
-            var = (
-                sub[sub["variant"] == variant]
-                .drop_duplicates("seed", keep="last")
-                .set_index("seed")
-            )
-            seeds = var.index.intersection(ref.index)
-            for m in metrics:
-                diff = pd.to_numeric(var.loc[seeds, m], errors="coerce") - pd.to_numeric(
-                    ref.loc[seeds, m], errors="coerce"
-                )
-                mean, sd, lo, hi, n = t_interval(diff.tolist())
-                rows.append(
-                    {
-                        "data": data,
-                        "model": model,
-                        "variant": variant,
-                        "metric": m,
-                        "n": n,
-                        "mean": mean,
-                        "sd": sd,
-                        "ci_low": lo,
-                        "ci_high": hi,
-                    }
-                )
-    return pd.DataFrame(rows, columns=[*GROUP, "metric", "n", "mean", "sd", "ci_low", "ci_high"])
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    """A number, or ``-`` for missing."""
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def fmt_pm(mean: float, sd: float, digits: int = 3) -> str:
-    """``mean ± sd`` (``mean`` alone with one seed)."""
-    if mean is None or not np.isfinite(mean):
-        return "-"
-    if sd is None or not np.isfinite(sd):
-        return fmt(mean, digits)
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def fmt_signed(value: float, digits: int = 3) -> str:
-    """``+0.123`` / ``-0.045``."""
-    if value is None or not np.isfinite(value):
-        return "-"
-    return f"{value:+.{digits}f}"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table of preformatted cells (pandas' ``to_markdown``, cells kept as
-    written: no re-parsing of numbers)."""
-    table = pd.DataFrame([[str(c) for c in r] for r in rows], columns=list(header))
-    return table.to_markdown(index=False, disable_numparse=True)
+    #: the leaderboard section (:func:`mmint.benchmark.board.build_board`), first in the report
+    leaderboard: str = ""
 
 
 def _digits(metric: str) -> int:
@@ -402,98 +205,6 @@ def _subsample_note(ok: pd.DataFrame) -> str:
     )
 
 
-def ablation_section(table: pd.DataFrame, opts: ReportOptions) -> str:
-    """Paired differences (variant - reference, same seed) with 95% t intervals, and the
-    multi-task vs single-task verdicts."""
-    diffs = paired_differences(table, opts.reference)
-    if diffs.empty:
-        return ""
-    text = [
-        f"## Ablation: paired differences vs `{opts.reference}`",
-        "",
-        "Variant minus reference on the same seed; mean [95% t confidence interval], n seeds. "
-        "`*`: the interval excludes 0.",
-        "",
-    ]
-    metrics = list(dict.fromkeys(diffs["metric"]))
-    for (data, model), sub in diffs.groupby(["data", "model"], sort=False):
-        rows = []
-        for variant, vsub in sub.groupby("variant", sort=False):
-            cells = []
-            for m in metrics:
-                hit = vsub[vsub["metric"] == m]
-                cells.append(_diff_cell(hit.iloc[0]) if not hit.empty else "-")
-            rows.append([variant, str(int(vsub["n"].max())), *cells])
-        text += [
-            f"### {data} / {model}",
-            "",
-            markdown_table(["variant", "n", *[LABELS.get(m, m) for m in metrics]], rows),
-            "",
-        ]
-    if opts.single_task_variants:
-        text += [_single_task_section(diffs, opts), ""]
-    return "\n".join(text)
-
-
-def _diff_cell(r: pd.Series) -> str:
-    if not np.isfinite(r["mean"]):
-        return "-"
-    if not np.isfinite(r["ci_low"]):
-        return fmt_signed(r["mean"])
-    star = "*" if r["ci_low"] > 0 or r["ci_high"] < 0 else ""
-    return f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]{star}"
-
-
-def _single_task_section(diffs: pd.DataFrame, opts: ReportOptions) -> str:
-    rows = []
-    for (data, model), sub in diffs.groupby(["data", "model"], sort=False):
-        for variant in opts.single_task_variants:
-            cells, better, worse = [], [], []
-            for m in ("ari", "r2_cross"):
-                hit = sub[(sub["variant"] == variant) & (sub["metric"] == m)]
-                if hit.empty or not np.isfinite(hit.iloc[0]["mean"]):
-                    cells.append("-")
-                    continue
-                r = hit.iloc[0]  # variant - reference; the multi-task margin is its negative
-                lo, hi = -r["ci_high"], -r["ci_low"]
-                cells.append(
-                    f"{-r['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-                    if np.isfinite(lo)
-                    else fmt_signed(-r["mean"])
-                )
-                better += [m] if np.isfinite(lo) and lo > 0 else []
-                worse += [m] if np.isfinite(hi) and hi < 0 else []
-            if "-" in cells:
-                verdict = "not measured"
-            elif len(better) == 2:
-                verdict = "yes: better on both"
-            elif worse:
-                verdict = "no: single task better on " + ", ".join(LABELS[m] for m in worse)
-            else:
-                verdict = "not shown (an interval includes 0)"
-            rows.append([data, model, variant, *cells, verdict])
-    if not rows:
-        return ""
-    header = [
-        "data",
-        "model",
-        "single task",
-        f"ARI: {opts.reference} - it",
-        f"R2: {opts.reference} - it",
-        "multi-task beats it on both?",
-    ]
-    return "\n".join(
-        [
-            f"### Does multi-task (`{opts.reference}`) beat each single task on both ARI and R2?",
-            "",
-            markdown_table(header, rows),
-            "",
-            "Margins are reference minus single task on the same seed, mean [95% t interval]; "
-            "'yes' needs both intervals above 0.",
-        ]
-    )
-
-
 def _run_name(r: pd.Series) -> str:
     return f"{r['model']}__{r['data']}__{r['variant']}__seed{r['seed']}"
 
@@ -518,6 +229,8 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
     text = [f"# Benchmark `{opts.name}`", ""]
     if opts.description:
         text += [opts.description.strip(), ""]
+    if opts.leaderboard:
+        text += [opts.leaderboard.strip(), ""]
     text += [
         "## Summary",
         "",

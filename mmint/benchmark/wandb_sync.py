@@ -24,8 +24,10 @@ def log_suite_summary(
     plots: Sequence[Path] = (),
     project: str = "mmint",
     summary: dict[str, float] | None = None,
+    leaderboard: pd.DataFrame | None = None,
 ) -> Path | None:
-    """Log the suite summary run; return its run folder (None when W&B is disabled)."""
+    """Log the suite summary run (with ``leaderboard``, the leaderboard as a second table);
+    return its run folder (None when W&B is disabled)."""
     mode = wandb_mode()
     if mode == "disabled":
         return None
@@ -46,10 +48,9 @@ def log_suite_summary(
         reinit="finish_previous",
     )
     try:
-        clean = table.astype(object).where(pd.notna(table), None)
-        columns = [str(c) for c in clean.columns]
-        rows = [[_cell(v) for v in row] for row in clean.itertuples(index=False)]
-        payload: dict = {"results": wandb.Table(columns=columns, data=rows, allow_mixed_types=True)}
+        payload: dict = {"results": _table(wandb, table)}
+        if leaderboard is not None and not leaderboard.empty:
+            payload["leaderboard"] = _table(wandb, leaderboard.reset_index(names="model"))
         for path in plots:
             payload[f"plots/{Path(path).stem}"] = wandb.Image(str(path))
         run.log(payload)
@@ -59,6 +60,14 @@ def log_suite_summary(
     finally:
         run.finish()
     return folder
+
+
+def _table(wandb, table: pd.DataFrame):
+    """A ``wandb.Table`` of a DataFrame (NaN as None, numpy scalars as Python's)."""
+    clean = table.astype(object).where(pd.notna(table), None)
+    columns = [str(c) for c in clean.columns]
+    rows = [[_cell(v) for v in row] for row in clean.itertuples(index=False)]
+    return wandb.Table(columns=columns, data=rows, allow_mixed_types=True)
 
 
 def _cell(value: object) -> object:

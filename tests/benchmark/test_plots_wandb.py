@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anndata as ad
@@ -108,6 +109,13 @@ def test_wandb_suite_summary_offline(tmp_path, monkeypatch, fake_fit):
     offline = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     assert list(offline[0].glob("*.wandb"))
+    # the leaderboard as a W&B table: the rows of leaderboard.csv
+    (table,) = offline[0].glob("files/media/table/leaderboard_*.table.json")
+    logged = json.loads(table.read_text())
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert logged["columns"][:3] == ["model", "mean", "sd"]
+    assert [r[0] for r in logged["data"]] == board["model"].tolist() == ["pca"]
+    assert logged["data"][0][1] == pytest.approx(board["mean"].iloc[0])
 
 
 def test_csv_logger_writes_full_report_without_wandb(tmp_path, fake_fit):
