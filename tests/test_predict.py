@@ -127,9 +127,10 @@ def test_missing_features_or_modalities_are_named(run_dir, files, tmp_path):
 def test_unknown_batches_are_refused(run_dir, files, tmp_path):
     """The run was trained on batches b0 and b1: a new batch has no code in its model."""
     new = _new_cells(run_dir, files, tmp_path / "new")
-    a = ad.read_h5ad(new / "rna.h5ad")
-    a.obs["batch"] = "b7"
-    a.write_h5ad(new / "rna.h5ad")
+    for path in new.glob("*.h5ad"):  # every file: the batch column must agree between them
+        a = ad.read_h5ad(path)
+        a.obs["batch"] = "b7"
+        a.write_h5ad(path)
     with pytest.raises(
         InputError, match=r"batches b7 of the new cells are not among the run's \(b0, b1\)"
     ):

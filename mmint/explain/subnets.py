@@ -53,23 +53,6 @@ class _MultiVITranslator(nn.Module):
         return self.module.predict(z, batch, self.dst)
 
 
-class _Linear(nn.Module):
-    """PCA baseline: ``(x - mean) @ components.T @ coef + intercept`` (no clipping)."""
-
-    def __init__(self, mean: np.ndarray, components: np.ndarray, coef: np.ndarray, icpt) -> None:
-        super().__init__()
-        weight = (components.T @ coef).astype(np.float32)  # (p_src, p_dst)
-        bias = (np.asarray(icpt) - mean @ components.T @ coef).astype(np.float32)
-        self.linear = nn.Linear(weight.shape[0], weight.shape[1])
-        with torch.no_grad():
-            self.linear.weight.copy_(torch.from_numpy(weight.T.copy()))
-            self.linear.bias.copy_(torch.from_numpy(np.ravel(bias)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Ridge prediction."""
-        return self.linear(x)
-
-
 def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn.Module:
     """The ``src -> dst`` translation of ``model`` as a module on src's model input.
 
@@ -97,10 +80,6 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
         net = model.translator(src, dst, batch_code=batch_code)
     elif name == "multivi":
         net = _MultiVITranslator(model.module, src, dst, batch_code)
-    elif name == "pca":
-        pca = model.pcas[src]
-        coef, icpt = model.ridge[(src, dst)]
-        net = _Linear(pca.mean_, pca.components_, coef, icpt)
     elif hasattr(model, "translator"):
         net = model.translator(src, dst)
     else:

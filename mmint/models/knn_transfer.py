@@ -55,8 +55,15 @@ class KNNTransfer(PCABaseline):
         ridge_alpha: float = 1.0,
         n_neighbors: list[int] | int = (5, 10, 15, 30),
         seed: int = 0,
+        fit_max_cells: int = 50_000,
     ) -> None:
-        super().__init__(spec, n_components=n_components, ridge_alpha=ridge_alpha, seed=seed)
+        super().__init__(
+            spec,
+            n_components=n_components,
+            ridge_alpha=ridge_alpha,
+            seed=seed,
+            fit_max_cells=fit_max_cells,
+        )
         ks = [int(n_neighbors)] if isinstance(n_neighbors, int) else [int(k) for k in n_neighbors]
         record_hparams(self, {**locals(), "n_neighbors": ks})
         self.reference: tuple[np.ndarray, np.ndarray] | None = None
@@ -84,6 +91,7 @@ class KNNTransfer(PCABaseline):
         else:
             self.k = ks[0]
         self.model_info = {
+            **self.model_info,
             "k": self.k,
             "k_chosen_by": "validation accuracy" if accuracy else "first candidate (no val labels)",
             "validation_accuracy": accuracy,

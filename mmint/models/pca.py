@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.spec import DataSpec
@@ -129,6 +129,23 @@ class PCABaseline(SavedByAttributes, Integrator):
         if self.spec.kinds[dst] == "binary":
             pred = np.clip(pred, 0.0, 1.0)
         return torch.from_numpy(pred.astype(np.float32))
+
+    def translator(self, src: str, dst: str) -> nn.Module:
+        """The unclipped ridge map ``src`` input -> ``dst`` input as one linear layer.
+
+        Used by :mod:`mmint.explain` for attributions; equals :meth:`translate` except that
+        a binary target is not clipped to [0, 1].
+        """
+        proj = self.projections[src]
+        coef, intercept = self.ridge[(src, dst)]
+        components = proj.components.double().numpy()
+        weight = components @ coef  # (p_src, p_dst)
+        bias = np.ravel(intercept) - proj.mean.double().numpy() @ weight
+        layer = nn.Linear(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(weight.T.astype(np.float32)))
+            layer.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+        return layer
 
 
 #: cells per block when projecting or regressing over all training cells
