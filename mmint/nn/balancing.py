@@ -146,7 +146,10 @@ class GradNorm(Balancer):
     """
 
     def __init__(
-        self, names: Sequence[str], shared: Sequence[nn.Parameter], alpha: float = 1.5,
+        self,
+        names: Sequence[str],
+        shared: Sequence[nn.Parameter],
+        alpha: float = 1.5,
         lr: float = 1e-2,
     ) -> None:
         super().__init__(names)
@@ -171,7 +174,10 @@ class GradNorm(Balancer):
                 norms.append(losses.new_zeros(()))
                 continue
             grads = torch.autograd.grad(
-                w[k] * losses[k], self._shared, retain_graph=True, create_graph=True,
+                w[k] * losses[k],
+                self._shared,
+                retain_graph=True,
+                create_graph=True,
                 allow_unused=True,
             )
             flat = [g.reshape(-1) for g in grads if g is not None]
@@ -218,10 +224,12 @@ class PCGrad(Balancer):
                 continue
             grads = torch.autograd.grad(losses[k], params, retain_graph=True, allow_unused=True)
             flat.append(
-                torch.cat([
-                    (torch.zeros_like(p) if g is None else g).reshape(-1)
-                    for p, g in zip(params, grads, strict=True)
-                ])
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1)
+                        for p, g in zip(params, grads, strict=True)
+                    ]
+                )
             )
         if flat:
             combined = project_conflicts(torch.stack(flat)).sum(0)
@@ -253,7 +261,8 @@ def project_conflicts(grads: Tensor, order: Sequence[Sequence[int]] | None = Non
     k = grads.shape[0]
     for i in range(k):
         others = (
-            list(order[i]) if order is not None
+            list(order[i])
+            if order is not None
             else [j for j in torch.randperm(k).tolist() if j != i]
         )
         for j in others:

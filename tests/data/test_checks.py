@@ -33,7 +33,9 @@ def test_one_duplicate_feature_name_is_counted_once_per_copy():
     rna = make_adata(names, n_features=5, prefix="g")
     rna.var_names = ["a", "b", "c", "a", "e"]
     adt = make_adata(names, n_features=4, prefix="p", seed=1)
-    with pytest.raises(InputError, match=r"2 of 5 features of modality 'rna' share 1 names, e\.g\. a"):
+    with pytest.raises(
+        InputError, match=r"2 of 5 features of modality 'rna' share 1 names, e\.g\. a"
+    ):
         PairedData.from_anndatas({"rna": rna, "adt": adt}, {"rna": "counts", "adt": "counts"})
 
 

@@ -107,7 +107,9 @@ def test_good_anndatas_align_and_summarise():
     assert "cells: 12" in summary
     assert "modality rna: kind=counts features=8 cells=12 missing=0 sparsity=" in summary
     assert "modality ephys: kind=continuous features=5" in summary
-    assert "labels (cell_type): 3 categories, 0 cells without a label (unknown), 0 excluded" in summary
+    assert (
+        "labels (cell_type): 3 categories, 0 cells without a label (unknown), 0 excluded" in summary
+    )
     assert "batches (batch): 2" in summary
 
 
