@@ -256,6 +256,11 @@ def train_model(
         RandomState(),
         DivergenceCheck(model.name),
     ]
+    patience = trainer_cfg.get("early_stopping_patience")
+    if patience:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=int(patience)))
     kwargs = _trainer_kwargs(cfg)
     manual = not getattr(model, "automatic_optimization", True)
     strategy = ddp.strategy() if ddp is not None else external_strategy(trainer_cfg, manual)
