@@ -30,6 +30,8 @@ import scipy.sparse as sp
 from scipy.special import softmax
 from sklearn.neighbors import NearestNeighbors
 
+from mmint.errors import InputError
+
 
 @dataclass
 class WNNGraph:
@@ -109,7 +111,7 @@ def wnn_graph(
     mods = list(spaces)
     n = len(next(iter(spaces.values())))
     if n < 4:
-        raise ValueError(f"a WNN graph needs at least 4 cells, got {n}")
+        raise InputError(f"a WNN graph needs at least 4 cells, got {n}", "data", "use more cells")
     k = max(2, min(n_neighbors, n - 1))
     x = {m: np.asarray(z, dtype=np.float64) for m, z in spaces.items()}
     nbrs, nn1, sigma = {}, {}, {}
