@@ -46,6 +46,11 @@ class Suite:
     skip: dict[str, dict[str, str]] = field(default_factory=dict)
     #: leaderboard options (:class:`mmint.benchmark.board.BoardOptions`: clip, weights, ...)
     leaderboard: dict[str, Any] = field(default_factory=dict)
+    #: each run in a fresh process (:mod:`mmint.benchmark.isolate`), capped at ``threads``
+    #: threads and killed after ``timeout_s`` seconds
+    isolate: bool = False
+    threads: int | None = None
+    timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -99,6 +104,9 @@ class Suite:
                 for m, pairs in (c.get("skip") or {}).items()
             },
             leaderboard=dict(c.get("leaderboard") or {}),
+            isolate=bool(c.get("isolate", False)),
+            threads=int(c["threads"]) if c.get("threads") else None,
+            timeout_s=float(c["timeout_s"]) if c.get("timeout_s") else None,
         )
 
     def skip_notes(self) -> list[str]:
