@@ -12,7 +12,8 @@ Set in the suite's YAML under ``suite.sections`` (each optional)::
   test of the run's split) and the growth exponent ``b`` of ``value ~ cells^b``, the slope of
   the least-squares line through ``(log cells, log value)`` (seeds averaged per size first).
 - **speed**: per pair ``[a, b]`` and row (dataset, variant, seed) both ran: ``a / b`` of each
-  metric, and the geometric mean of the ratios per dataset.
+  metric, and the geometric mean of the ratios per dataset. A side may be ``model/variant``
+  (two variants of one model, e.g. ``[wnn/mmint, wnn/muon]``): rows pair by dataset and seed.
 - **parity**: per pair ``[a, b]``: the paired differences ``a - b`` of the same dataset and
   seed, mean and 95% t interval, through :func:`mmint.benchmark.report.paired_differences`.
 
@@ -145,11 +146,21 @@ def scale_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, pd
     return "\n".join(text), out
 
 
+def side(ok: pd.DataFrame, ident: str, by_variant: bool) -> pd.DataFrame:
+    """The rows of one side of a pair: ``model`` or ``model/variant``, indexed by the row
+    keys (``data, variant, seed``; ``data, seed`` when the pair names variants)."""
+    model, _, variant = str(ident).partition("/")
+    rows = ok[ok["model"] == model]
+    if by_variant:
+        rows = rows[rows["variant"] == (variant or "default")]
+    keys = ["data", "seed"] if by_variant else ["data", "variant", "seed"]
+    return rows.drop_duplicates(keys, keep="last").set_index(keys)
+
+
 def _pair_rows(table: pd.DataFrame, a: str, b: str, metrics: Sequence[str]) -> pd.DataFrame:
     ok = ok_rows(table)
-    keys = ["data", "variant", "seed"]
-    left = ok[ok["model"] == a].drop_duplicates(keys, keep="last").set_index(keys)
-    right = ok[ok["model"] == b].drop_duplicates(keys, keep="last").set_index(keys)
+    by_variant = "/" in a or "/" in b
+    left, right = side(ok, a, by_variant), side(ok, b, by_variant)
     both = left.index.intersection(right.index)
     rows = pd.DataFrame(index=both)
     for m in metrics:
@@ -157,7 +168,10 @@ def _pair_rows(table: pd.DataFrame, a: str, b: str, metrics: Sequence[str]) -> p
             x = pd.to_numeric(left.loc[both, m], errors="coerce")
             y = pd.to_numeric(right.loc[both, m], errors="coerce")
             rows[f"{m}.{a}"], rows[f"{m}.{b}"], rows[m] = x, y, x / y
-    return rows.reset_index()
+    rows = rows.reset_index()
+    if "variant" not in rows:
+        rows.insert(1, "variant", f"{a} / {b}")
+    return rows
 
 
 def speed_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, pd.DataFrame]:
@@ -190,9 +204,10 @@ def parity_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, p
     ok = ok_rows(table)
     for a, b in spec.get("pairs") or []:
         a, b = str(a), str(b)
-        sub = ok[ok["model"].isin([a, b])]
-        # the pair's models become the "variants" of one model: same data and seed are paired
-        sub = sub.assign(variant=sub["model"], model=f"{a} - {b}")
+        by_variant = "/" in a or "/" in b
+        # the pair's two sides become the "variants" of one model: same data and seed pair up
+        sides = [side(ok, x, by_variant).reset_index().assign(variant=x) for x in (a, b)]
+        sub = pd.concat(sides, ignore_index=True).assign(model=f"{a} - {b}")
         diffs = paired_differences(sub, reference=b, metrics=metrics)
         text += [f"{a} - {b}, same dataset and seed (`*`: the 95% t interval excludes 0):", ""]
         body = [

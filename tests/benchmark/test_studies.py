@@ -140,3 +140,66 @@ def test_scale_suite_on_tiny_sizes(tmp_path):
         slope, _ = np.polyfit(np.log(sizes["n_cells"]), np.log(sizes[m]), 1)
         assert expo[m] == pytest.approx(slope)
     assert "## Scale" in (tmp_path / "report.md").read_text()
+
+
+STUDY_SUITES = ["scale", "speed", "parity_unitednet", "parity_multivi", "wnn_graph"]
+
+
+@pytest.mark.parametrize("name", STUDY_SUITES)
+def test_study_suites_expand(name):
+    """Every study suite composes: known models, its pairs' models in the suite, a section."""
+    from mmint.models import MODELS
+
+    suite = Suite.from_config(suite_node(name))
+    assert suite.name == name and suite.sections and expand(suite)
+    assert set(suite.all_models) <= set(MODELS)
+    for spec in suite.sections.values():
+        for pair in spec.get("pairs", []):
+            for ident in pair:
+                model, _, variant = ident.partition("/")
+                assert model in suite.models and (not variant or variant in suite.variants)
+
+
+@pytest.fixture
+def fake_original(tmp_path, monkeypatch):
+    from models.fake_original import installed_fake
+
+    yield from installed_fake(tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_parity_unitednet_suite_on_a_fake_original(tmp_path, fake_original):
+    """The real parity_unitednet suite on tiny synthetic data with the fake original: the
+    Parity section's paired differences equal scipy's on the runs' own scores, the Speed
+    section's ratios the runs' seconds per epoch."""
+    node = suite_node("parity_unitednet")
+    node.update(
+        datasets=["synthetic"],
+        seeds=[0, 1, 2],
+        model_overrides={m: {"model.max_epochs": 1} for m in node["models"]},
+    )
+    suite = Suite.from_config(node)
+    tiny = [
+        "logger=csv",
+        "eval.scib=false",
+        "eval.leiden=false",
+        "data.simulate.n_cells=240",
+        "data.simulate.n_types=4",
+        "data.simulate.n_major=2",
+        "++data.simulate.n_features={rna:40,atac:60,ephys:12}",
+    ]
+    done = run_benchmark(suite, tmp_path / "s", tiny, echo=lambda _: None, compose=compose_run)
+    assert done.counts["ok"] == 6, done.table.get("error")
+    table = done.table.sort_values("seed")
+    parity = pd.read_csv(tmp_path / "s" / "parity.csv")
+    a = table[table.model == "unitednet"]
+    b = table[table.model == "unitednet_original"]
+    row = parity[parity.metric == "ari"].iloc[0]
+    ci = stats.ttest_rel(a["ari"], b["ari"]).confidence_interval(0.95)
+    assert row["mean"] == pytest.approx(a["ari"].mean() - b["ari"].mean())
+    assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
+    speed = pd.read_csv(tmp_path / "s" / "speed.csv").sort_values("seed")
+    expected = a["seconds_per_epoch"].to_numpy() / b["seconds_per_epoch"].to_numpy()
+    assert np.allclose(speed["seconds_per_epoch"], expected)
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "## Parity" in report and "## Speed" in report

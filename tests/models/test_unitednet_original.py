@@ -1,16 +1,8 @@
-"""``unitednet_original``: the original UnitedNet by path, wired on a FAKE original.
-
-The fake is a tiny package ``src`` written into tmp_path with the original's public surface
-(``src.interface.UnitedNet``, ``src.data.create_dataloader``,
-``src.scripts.run_through_dataloader``, a ``src/configs/__init__.py`` that cannot be imported)
-and trivial networks: fixed seeded linear encoders and decoders, the fused latent the mean of
-the modality latents, groups the sign of its first coordinate. The test recomputes the fake's
-outputs on the test cells itself and checks mmint's scores against sklearn.
-"""
+"""``unitednet_original``: the original UnitedNet by path, wired on a FAKE original
+(:mod:`fake_original`). The test recomputes the fake's outputs on the test cells itself and
+checks mmint's scores against sklearn."""
 
 from __future__ import annotations
-
-import textwrap
 
 import numpy as np
 import pytest
@@ -23,6 +15,8 @@ from mmint.errors import InputError
 from mmint.fit import build_datamodule, run_fit
 from mmint.models import build_model
 
+from .fake_original import installed_fake
+
 TINY = [
     "data.simulate.n_cells=300",
     "data.simulate.n_types=4",
@@ -33,58 +27,6 @@ TINY = [
     "logger=csv",
 ]
 
-FAKE = {
-    "src/__init__.py": "",
-    "src/configs/__init__.py": "raise ImportError('the original loads configs on Windows only')\n",
-    "src/configs/default.py": "default_config = {}\n",
-    "src/modules.py": """
-        import torch
-
-        class Net(torch.nn.Module):
-            def __init__(self, config):
-                super().__init__()
-                self.config = config
-                g = torch.Generator().manual_seed(7)
-                d = config["encoders"][0]["output"]
-                self.enc = torch.nn.ParameterList(
-                    [torch.nn.Parameter(torch.randn(e["input"], d, generator=g) / e["input"])
-                     for e in config["encoders"]])
-                self.dec = torch.nn.ParameterList(
-                    [torch.nn.Parameter(torch.randn(d, e["output"], generator=g))
-                     for e in config["decoders"]])
-
-            def outputs(self, xs):
-                zs = [x @ w for x, w in zip(xs, self.enc)]
-                trans = [[(z @ dw).numpy() for z in zs] for dw in self.dec]
-                fused = torch.stack(zs).mean(0)
-                return trans, (fused[:, 0] > 0).long().numpy(), fused.numpy()
-    """,
-    "src/interface.py": """
-        import os
-        import torch
-        from src.modules import Net
-
-        class UnitedNet:
-            def __init__(self, save_path, device, technique):
-                self.save_path, self.model = save_path, Net(technique)
-
-            def train(self, adatas, adatas_val=None, init_classify=False):
-                assert adatas_val is not None and "label" in adatas[0].obs
-                assert self.model.config["train_epochs"] >= 1
-                torch.save(self.model, os.path.join(self.save_path, "train_best.pt"))
-    """,
-    "src/data.py": """
-        import torch
-
-        def create_dataloader(model, adatas, shuffle=False):
-            return [[torch.as_tensor(a.X) for a in adatas]]
-    """,
-    "src/scripts.py": """
-        def run_through_dataloader(model, loader, infer_model=True):
-            return model.outputs(loader[0])
-    """,
-}
-
 
 def dense(x) -> np.ndarray:
     """A data module's rows as a numpy array (sparse modalities are CSR)."""
@@ -93,18 +35,7 @@ def dense(x) -> np.ndarray:
 
 @pytest.fixture
 def fake_original(tmp_path, monkeypatch):
-    root = tmp_path / "unitednet_checkout"
-    for rel, text in FAKE.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    monkeypatch.setenv("MMINT_UNITEDNET_ORIGINAL", str(root))
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    import sys
-
-    for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
-        del sys.modules[name]
+    yield from installed_fake(tmp_path, monkeypatch)
 
 
 def test_without_the_checkout_one_line_error(monkeypatch):
