@@ -69,13 +69,11 @@ def expand_generated(entry: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: {"__base__": base, **keys} for name, keys in out.items()}
 
 
-def split_datasets(entries: list[Any]) -> tuple[list[Any], dict[str, list[str]]]:
+def split_datasets(entries: list[Any]) -> tuple[list[Any], dict[str, tuple[str, dict]]]:
     """Dataset entries -> (names, in order, with each generator's rows in place;
-    ``{row name: data overrides}`` of the generated rows)."""
-    from mmint.benchmark.grid import to_overrides
-
+    ``{row name: (base data config, {dotted data key: value})}`` of the generated rows)."""
     names: list[Any] = []
-    generated: dict[str, list[str]] = {}
+    generated: dict[str, tuple[str, dict]] = {}
     for entry in entries:
         if not isinstance(entry, Mapping):
             names.append(entry)
@@ -83,5 +81,5 @@ def split_datasets(entries: list[Any]) -> tuple[list[Any], dict[str, list[str]]]
         for name, keys in expand_generated(entry).items():
             base = keys.pop("__base__")
             names.append(name)
-            generated[name] = [f"data={base}", *to_overrides(keys)]
+            generated[name] = (base, keys)
     return names, generated

@@ -90,12 +90,10 @@ class Suite:
         # generated rows (the simulator at given sizes) are datasets whose data overrides
         # select and size the simulator; the suite's own data_overrides still come after
         names, generated = split_datasets(_as_list(c["datasets"]))
-        data_overrides = {
-            **{k: list(v) for k, v in generated.items()},
-            **(c.get("data_overrides") or {}),
-        }
-        for name in set(generated) & set(c.get("data_overrides") or {}):
-            data_overrides[name] = generated[name] + to_overrides(data_overrides[name])
+        data_overrides = dict(c.get("data_overrides") or {})
+        for name, (base, keys) in generated.items():
+            own = to_overrides(data_overrides.get(name))
+            data_overrides[name] = [f"data={base}", *to_overrides(keys), *own]
         return cls(
             name=str(c["name"]),
             models=[str(m) for m in _as_list(c["models"])],

@@ -1,7 +1,7 @@
 """``suite.isolate: true``: each run in a fresh process, with its own peak RSS and CPU seconds.
 
 The parent writes the run's composed config to a scratch folder and starts
-``python -m mmint.benchmark.isolate <job.json>``; the child fits exactly as an in-process run
+``python -m mmint.benchmark.isolate_child <job.json>``; the child fits exactly as an in-process run
 does (:func:`mmint.benchmark.runner.execute`) and writes its outcome beside the job. The
 parent reaps the child with ``os.wait4``, whose resource usage is the child's alone, and adds
 to the run's ``metrics.json``::
@@ -17,14 +17,12 @@ runs longer (the run fails with the time in its error).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -76,7 +74,7 @@ def execute_isolated(
     with tempfile.TemporaryDirectory(prefix="mmint-isolate-") as tmp:
         job, outcome, log = Path(tmp, "job.json"), Path(tmp, "outcome.json"), Path(tmp, "log")
         write_json(job, {"cfg": cfg, "run_dir": str(run_dir), "outcome": str(outcome)})
-        argv = [sys.executable, "-m", "mmint.benchmark.isolate", str(job)]
+        argv = [sys.executable, "-m", "mmint.benchmark.isolate_child", str(job)]
         status, usage, timed_out = run_child(argv, thread_env(threads), log, timeout_s)
         wall = time.perf_counter() - t0
         if outcome.exists():
@@ -136,23 +134,3 @@ def _death(status: int, timed_out: bool, timeout_s: float | None) -> str:
         why = " (out of memory?)" if sig == signal.SIGKILL else ""
         return f"ProcessError: the run's process was killed by {signal.Signals(sig).name}{why}"
     return f"ProcessError: the run's process exited with code {os.waitstatus_to_exitcode(status)}"
-
-
-def _child(job_path: str) -> None:
-    """The child's side: fit the job's run and write its outcome."""
-    from mmint.benchmark.runner import execute
-
-    job = json.loads(Path(job_path).read_text())
-    if threads := os.environ.get("MMINT_TORCH_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(threads))
-    try:
-        error, tb, _ = execute(job["cfg"], job["run_dir"])
-    except BaseException as err:  # noqa: BLE001 - report anything, then exit
-        error, tb = f"{type(err).__name__}: {err}", traceback.format_exc()
-    write_json(job["outcome"], {"error": error, "traceback": tb})
-
-
-if __name__ == "__main__":
-    _child(sys.argv[1])
