@@ -3,7 +3,7 @@
 The same steps as :func:`muon.pp.neighbors` (muon 0.1.9), which follows Seurat v4's
 ``FindMultiModalNeighbors``; muon searches neighbours approximately with NN-descent and a
 custom numba metric that recompiles on every call (about 20 s each on these CPUs), which is
-why mmint uses this exact version by default. ``benchmarks/wnn_vs_muon.py`` compares the two.
+why mmint uses this exact version by default. The suite ``wnn_graph`` (``mmint benchmark suite=wnn_graph``) compares the two.
 
 For each modality ``m`` with coordinates ``X_m`` (cells x dims):
 
