@@ -67,6 +67,8 @@ COLUMNS = [
     "load_start",
     "load_end",
 ]
+#: recorded per row after ``epoch_flops``: the command that produced the row
+COMMAND = "command"
 UNITEDNET_ROWS = [
     "unitednet:reference_shape:supervised",
     "unitednet:reference_shape:unsupervised",
@@ -440,6 +442,10 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(row: str, implementation: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """One row in a fresh process; ``mmint@<label>`` runs the mmint code of ``--before``."""
+    env = {**os.environ}
+    if implementation.startswith("mmint@"):
+        env["PYTHONPATH"] = os.pathsep.join([str(args.before), env.get("PYTHONPATH", "")])
     cmd = [
         sys.executable,
         __file__,
@@ -455,20 +461,22 @@ def run_child(row: str, implementation: str, args: argparse.Namespace) -> dict[s
     ]
     if args.ref:
         cmd += ["--ref", args.ref]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[7:])
+            out = json.loads(line[7:])
+            return {**out, "implementation": implementation}
     print(f"FAILED {row} {implementation}:\n{proc.stderr[-3000:]}", flush=True)
     return None
 
 
-def implementations(row: str, ref: str | None) -> list[str]:
+def implementations(row: str, ref: str | None, before: str | None = None) -> list[str]:
     """The implementations timed for ``row``: ``original`` only with ``--ref``, ``scvi-tools``
-    only when it is installed."""
+    only when it is installed, ``mmint@<before>`` (the mmint code of ``--before``) first when
+    given."""
     import importlib.util
 
-    out = []
+    out = [f"mmint@{before}"] if before else []
     for impl in IMPLEMENTATIONS[row.split(":")[0]]:
         if impl == "original" and not ref:
             continue
@@ -505,7 +513,7 @@ def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
     ]
     for (model, data, task), block in table.groupby(["model", "dataset", "task"], sort=False):
         mine = block[block["implementation"] == "mmint"]
-        other = block[block["implementation"] != "mmint"]
+        other = block[~block["implementation"].str.startswith("mmint")]
         if mine.empty:
             continue
         m = mine.iloc[0]
@@ -519,7 +527,35 @@ def report(rows: list[dict[str, Any]], gflops: float, command: str) -> str:
             f"| {model} | {data} | {task} | {ratio} | {fl} | {bound} | "
             f"{m['seconds_per_epoch']:.3f} |"
         )
-    return "\n".join(lines + snare_checks(table)) + "\n"
+    return "\n".join(lines + before_after(table) + snare_checks(table) + commands(table)) + "\n"
+
+
+def before_after(table) -> list[str]:
+    """``mmint@<label>`` rows (earlier mmint code, timed in the same run) against ``mmint``."""
+    out = []
+    for (model, data, task), block in table.groupby(["model", "dataset", "task"], sort=False):
+        mine = block[block["implementation"] == "mmint"]
+        for _, old in block[block["implementation"].str.startswith("mmint@")].iterrows():
+            if mine.empty:
+                continue
+            now = mine.iloc[0]["seconds_per_epoch"]
+            out.append(
+                f"- {model} {data} {task}: {old['implementation']} "
+                f"{old['seconds_per_epoch']:.3f} -> mmint {now:.3f} CPU s per epoch "
+                f"({old['seconds_per_epoch'] / now:.2f}x)"
+            )
+    return ["", *out] if out else []
+
+
+def commands(table) -> list[str]:
+    """The command that produced each row (``speed.csv``'s ``command`` column)."""
+    if COMMAND not in table:
+        return []
+    out = ["", "Commands, per row (model, dataset, task, implementation):", ""]
+    for _, r in table.iterrows():
+        cmd = r[COMMAND] if isinstance(r[COMMAND], str) else "not recorded"
+        out.append(f"- {r['model']}, {r['dataset']}, {r['task']}, {r['implementation']}: `{cmd}`")
+    return out
 
 
 def snare_checks(table) -> list[str]:
@@ -567,6 +603,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "speed")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a source tree of earlier mmint code (git archive COMMIT | tar -x -C PATH): its "
+        "rows run beside the current code's, as implementation mmint@<--before-label>",
+    )
+    parser.add_argument("--before-label", default="before")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--row", help=argparse.SUPPRESS)
     parser.add_argument("--implementation", help=argparse.SUPPRESS)
@@ -578,11 +622,13 @@ def main() -> None:
     from mmint.io import atomic_write
 
     rows = []
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     for row in args.rows:
-        for impl in implementations(row, args.ref):
+        label = args.before_label if args.before and row.startswith("unitednet") else None
+        for impl in implementations(row, args.ref, label):
             res = run_child(row, impl, args)
             if res:
-                rows.append(res)
+                rows.append({**res, COMMAND: command})
                 print(
                     f"{row} {impl}: {res['seconds_per_epoch']:.3f} CPU s/epoch, "
                     f"{res['peak_rss_mb']:.0f} MB",
@@ -605,9 +651,8 @@ def main() -> None:
     table = pd.concat([df for df in (old, new) if not df.empty], ignore_index=True)
     atomic_write(
         csv,
-        table.reindex(columns=[*COLUMNS, "epoch_flops"]).to_csv(index=False),
+        table.reindex(columns=[*COLUMNS, "epoch_flops", COMMAND]).to_csv(index=False),
     )
-    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     atomic_write(args.out / "speed.md", report(table.to_dict("records"), gflops, command))
     print(report(table.to_dict("records"), gflops, command))
 
