@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
+from mmint.callbacks.checkpoints import LastCheckpoint, best_checkpoint
 from mmint.callbacks.divergence import DivergenceCheck
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
@@ -122,27 +123,10 @@ def train_model(
     Returns the best checkpoint's model and the cost keys (``epochs``, ``seconds_per_epoch``,
     ``cells_per_second``, ``world_size``) plus ``best_epoch`` and the curve correlations.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     ev = cfg.get("eval", {})
     trainer_cfg = dict(cfg.get("trainer", {}))
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    # save_last on the monitored callback only writes when val/loss improves: a separate
-    # unmonitored one keeps the real last epoch
-    last = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
+    checkpoint = best_checkpoint(run_dir / "checkpoints")
+    last = LastCheckpoint.from_config(run_dir / "checkpoints", trainer_cfg.get("last_checkpoint"))
     metrics = IntegrationMetrics(
         ev.get("every_n_epochs", 5), ev.get("max_curve_cells", 2000), cfg["seed"]
     )

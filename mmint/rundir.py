@@ -32,6 +32,7 @@ _NOT_HASHED = (
     "command",
     "trainer.enable_progress_bar",
     "trainer.ddp_timeout_s",
+    "trainer.last_checkpoint",
     "suite",
     "run",
     "explain",
