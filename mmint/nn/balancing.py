@@ -177,32 +177,32 @@ class GradNorm(Balancer):
         start = ~torch.isfinite(self.initial) & present
         self.initial[start] = losses.detach()[start].to(self.initial.dtype)
         w = self.loss_weights.to(losses.dtype)
-        norms = []
+        # G_k = ||grad(w_k L_k)|| = w_k ||grad L_k|| (w_k > 0): the norms of the unweighted
+        # terms' gradients are constants of the weights' loss, so no second derivative (which
+        # some losses' operations, e.g. cdist, do not have) is needed
+        norms = losses.new_zeros(len(self.names))
+        active = torch.zeros(len(self.names), dtype=torch.bool, device=losses.device)
         for k in range(len(self.names)):
             if not (present[k] and losses[k].requires_grad):
-                norms.append(losses.new_zeros(()))
                 continue
             grads = torch.autograd.grad(
-                w[k] * losses[k],
-                self._shared,
-                retain_graph=True,
-                create_graph=True,
-                allow_unused=True,
+                losses[k], self._shared, retain_graph=True, allow_unused=True
             )
             flat = [g.reshape(-1) for g in grads if g is not None]
-            norms.append(torch.cat(flat).norm() if flat else losses.new_zeros(()))
+            if flat:
+                norms[k] = torch.cat(flat).norm()
+                active[k] = True
         # the balance is over the terms this step has a gradient for
-        active = present & torch.tensor([n.requires_grad for n in norms], device=present.device)
         total = (w.detach() * losses).sum()
         if not bool(active.any()):
             backward(total)
             self.opt.zero_grad(set_to_none=True)
             return total.detach()
-        g = torch.stack(norms)[active]
+        g = w[active] * norms[active]
         ratio = losses.detach()[active] / self.initial.to(losses.dtype)[active].clamp_min(1e-12)
         rate = ratio / ratio.mean().clamp_min(1e-12)
         target = (g.mean() * rate**self.alpha).detach()
-        grad_w = torch.autograd.grad((g - target).abs().sum(), self.loss_weights, retain_graph=True)
+        grad_w = torch.autograd.grad((g - target).abs().sum(), self.loss_weights)
         backward(total)
         self.opt.zero_grad(set_to_none=True)
         self.loss_weights.grad = grad_w[0]

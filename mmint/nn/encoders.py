@@ -145,7 +145,10 @@ class VariationalLatent(nn.Module):
         super().__init__()
         self.log_var = nn.Linear(dim, dim)
         self.max_log_var = max_log_var
-        # start with a small, uniform variance (sigma^2 = e^-4): the encoder's own latent at first
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """A small, uniform variance (``sigma^2 = e^-4``): the encoder's own latent at first."""
         nn.init.zeros_(self.log_var.weight)
         nn.init.constant_(self.log_var.bias, -4.0)
 
