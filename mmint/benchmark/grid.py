@@ -39,6 +39,10 @@ class Suite:
     overrides: Any = field(default_factory=list)
     model_overrides: dict[str, Any] = field(default_factory=dict)
     data_overrides: dict[str, Any] = field(default_factory=dict)
+    #: model -> {dataset: overrides} for that model's runs on that dataset; the override
+    #: ``model=<file>`` there composes from another config file of the group (a preset such
+    #: as ``unitednet_patchseq``) while the run keeps the model's name
+    model_data_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     n_jobs: int = 1
     skip_missing_data: bool = True
     umap: bool = True
@@ -63,6 +67,13 @@ class Suite:
         self.overrides = to_overrides(self.overrides)
         self.model_overrides = {str(k): to_overrides(v) for k, v in self.model_overrides.items()}
         self.data_overrides = {str(k): to_overrides(v) for k, v in self.data_overrides.items()}
+        self.model_data_overrides = {
+            str(m): {str(d): to_overrides(v) for d, v in (per_data or {}).items()}
+            for m, per_data in self.model_data_overrides.items()
+        }
+        for m, per_data in self.model_data_overrides.items():
+            for d, ov in per_data.items():
+                _check_model_file(ov, f"suite.model_data_overrides.{m}.{d}")
         self.floor = [self.floor] if isinstance(self.floor, str) else list(self.floor)
         if self.reference is None:
             self.reference = next(iter(self.variants))
@@ -105,6 +116,7 @@ class Suite:
             overrides=c.get("overrides"),
             model_overrides=c.get("model_overrides") or {},
             data_overrides=data_overrides,
+            model_data_overrides=c.get("model_data_overrides") or {},
             n_jobs=int(c.get("n_jobs") or 1),
             skip_missing_data=bool(c.get("skip_missing_data", True)),
             umap=bool(c.get("umap", True)),
@@ -165,8 +177,9 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
 
     Overrides, later wins per key: the grid's ``model= data= seed= variant=``,
     ``logger.group=<suite>``, the suite's ``overrides``, the ``data_overrides`` of the
-    dataset, the ``model_overrides`` of the model, the variant's, and last
-    ``base_overrides`` (the command line's, without the grid's own keys).
+    dataset, the ``model_overrides`` of the model, its ``model_data_overrides`` for the
+    dataset (where ``model=<file>`` replaces the grid's ``model=<model>``), the variant's, and
+    last ``base_overrides`` (the command line's, without the grid's own keys).
     """
     base = [o for o in base_overrides if override_key(o) not in GRID_KEYS]
     runs = []
@@ -188,6 +201,7 @@ def expand(suite: Suite, base_overrides: Iterable[str] = ()) -> list[RunSpec]:
                         *suite.overrides,
                         *suite.data_overrides.get(data, []),
                         *suite.model_overrides.get(model, []),
+                        *suite.model_data_overrides.get(model, {}).get(data, []),
                         *var_overrides,
                         *base,
                     ]
@@ -258,6 +272,19 @@ def format_value(value: Any) -> str:
     if _SIMPLE.match(text) and text.lower() not in ("null", "true", "false"):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _check_model_file(overrides: list[str], where: str) -> None:
+    """One-line error for ``model=<file>`` naming no file of ``mmint/conf/model``."""
+    for item in overrides:
+        if override_key(item) == "model":
+            name = item.partition("=")[2]
+            if not (config_dir() / "model" / f"{name}.yaml").exists():
+                raise InputError(
+                    f"unknown model config '{name}'",
+                    where,
+                    "name a file of mmint/conf/model, without .yaml",
+                )
 
 
 def suite_names() -> list[str]:

@@ -21,6 +21,10 @@ class IntegrationMetrics(L.Callback):
 
     The final, complete scores on test cells (scIB included) are computed by the fit pipeline
     on the selected checkpoint through the same :mod:`mmint.evaluate` code.
+
+    A model with an ``epoch_values() -> {name: float}`` method (e.g. the effective loss weights
+    of a learned loss balancing) has them recorded at the end of every training epoch, before
+    the model's own end-of-epoch hook: they join the curve rows by epoch.
     """
 
     def __init__(self, every_n_epochs: int = 5, max_cells: int = 2000, seed: int = 0) -> None:
@@ -28,13 +32,34 @@ class IntegrationMetrics(L.Callback):
         self.max_cells = max_cells
         self.seed = seed
         self.history: list[dict[str, Any]] = []
+        #: per epoch, the model's ``epoch_values()``
+        self.epoch_values: dict[int, dict[str, float]] = {}
 
     def state_dict(self) -> dict[str, Any]:
         """The curve rows so far (kept in checkpoints: a resumed fit keeps its early epochs)."""
-        return {"history": [dict(row) for row in self.history]}
+        return {
+            "history": [dict(row) for row in self.history],
+            "epoch_values": {int(e): dict(v) for e, v in self.epoch_values.items()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = [dict(row) for row in state_dict.get("history", [])]
+        saved = state_dict.get("epoch_values", {})
+        self.epoch_values = {int(e): dict(v) for e, v in saved.items()}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        values = getattr(pl_module, "epoch_values", None)
+        if callable(values) and not trainer.sanity_checking:
+            record = {k: float(v) for k, v in values().items()}
+            if record:
+                self.epoch_values[trainer.current_epoch] = record
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The curve rows: the scored epochs' and, joined by epoch, the model's values."""
+        by_epoch = {int(row["epoch"]): dict(row) for row in self.history}
+        for epoch, values in self.epoch_values.items():
+            by_epoch.setdefault(epoch, {"epoch": epoch}).update(values)
+        return [by_epoch[e] for e in sorted(by_epoch)]
 
     def _cells(self, trainer: L.Trainer) -> np.ndarray:
         val = trainer.datamodule.cells("val")
@@ -78,7 +103,7 @@ class LatentDistanceCurve(L.Callback):
 
     def write(self) -> pd.DataFrame:
         """Write the CSV and PNG; return the table."""
-        table = pd.DataFrame(self.metrics.history)
+        table = pd.DataFrame(self.metrics.rows())
         for col in CURVE_COLUMNS:
             if col not in table:
                 table[col] = np.nan
@@ -109,7 +134,8 @@ def plot_curves(table: pd.DataFrame, path: Path, correlations: dict[str, float |
     cols = [c for c in CURVE_COLUMNS[1:] if table[c].notna().any()] or CURVE_COLUMNS[1:2]
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.8), squeeze=False)
     for ax, col in zip(axes[0], cols, strict=True):
-        ax.plot(table["epoch"], table[col].astype(float), marker="o", ms=3)
+        scored = table[["epoch", col]].astype(float).dropna()  # epochs with this score
+        ax.plot(scored["epoch"], scored[col], marker="o", ms=3)
         ax.set_xlabel("epoch")
         ax.set_title(col)
     text = ", ".join(f"{k}: {v:.2f}" for k, v in correlations.items() if v is not None)

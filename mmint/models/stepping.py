@@ -8,6 +8,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from mmint.nn.balancing import Balancer
+
 
 def manual_step(
     module: L.LightningModule, opt: torch.optim.Optimizer, loss: Tensor, clip: float | None = None
@@ -19,6 +21,30 @@ def manual_step(
     if clip:
         module.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
     opt.step()
+
+
+def balanced_step(
+    module: L.LightningModule,
+    opt: torch.optim.Optimizer,
+    balancer: Balancer,
+    terms: dict[str, Tensor],
+    clip: float | None = None,
+    unbalanced: Tensor | None = None,
+) -> Tensor:
+    """:func:`manual_step` with the gradients of ``terms`` combined by ``balancer``
+    (:mod:`mmint.nn.balancing`) over the parameters ``opt`` steps, plus those of
+    ``unbalanced`` (a loss the balancer must not reweigh or project, e.g. an adversary's own
+    objective sharing the optimizer); then the balancer's own update. Returns the detached
+    total of the balanced terms."""
+    opt.zero_grad()
+    if unbalanced is not None:
+        module.manual_backward(unbalanced)  # gradients accumulate with the balancer's
+    total = balancer.backward(terms, optimizer_params(opt), module.manual_backward)
+    if clip:
+        module.clip_gradients(opt, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+    opt.step()
+    balancer.after_step()
+    return total
 
 
 def zero_loss(module: L.LightningModule, params: Iterable[torch.nn.Parameter]) -> Tensor | None:

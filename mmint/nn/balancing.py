@@ -50,6 +50,8 @@ class Balancer(nn.Module):
         self.names = list(names)
         self.register_buffer("epoch_sums", torch.zeros(len(self.names), dtype=torch.float64))
         self.register_buffer("epoch_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("epoch_counts", torch.zeros(len(self.names), dtype=torch.float64))
+        self.present = torch.ones(len(self.names), dtype=torch.bool)
 
     def weights(self) -> dict[str, float]:
         """The effective weight of each term (what multiplies its loss in the total)."""
@@ -60,10 +62,14 @@ class Balancer(nn.Module):
         if unknown:
             raise KeyError(f"terms {sorted(unknown)} are not among {self.names}")
         ref = next(iter(terms.values()))
+        #: which terms this step has (an absent one, e.g. a loss that a batch cannot form,
+        #: is 0 and neither moves its learned weight nor counts in its epoch mean)
+        self.present = torch.tensor([k in terms for k in self.names], device=ref.device)
         return torch.stack([terms[k] if k in terms else ref.new_zeros(()) for k in self.names])
 
     def _track(self, losses: Tensor) -> None:
         self.epoch_sums += losses.detach().double()
+        self.epoch_counts += self.present.to(self.epoch_counts.dtype)
         self.epoch_count += 1
 
     def total(self, losses: Tensor) -> Tensor:
@@ -88,6 +94,7 @@ class Balancer(nn.Module):
         """Called once per training epoch, after its last step."""
         self.epoch_sums.zero_()
         self.epoch_count.zero_()
+        self.epoch_counts.zero_()
 
 
 class Uncertainty(Balancer):
@@ -109,7 +116,8 @@ class Uncertainty(Balancer):
 
     def total(self, losses: Tensor) -> Tensor:
         s = self.log_vars.to(losses.dtype)
-        return (0.5 * torch.exp(-s) * losses + 0.5 * s).sum()
+        per_term = 0.5 * torch.exp(-s) * losses + 0.5 * s
+        return per_term[self.present.to(per_term.device)].sum()
 
     def backward(self, terms, params, backward) -> Tensor:
         self.opt.zero_grad(set_to_none=True)
@@ -165,36 +173,44 @@ class GradNorm(Balancer):
     def backward(self, terms, params, backward) -> Tensor:
         losses = self._stack(terms)
         self._track(losses)
-        known = torch.isfinite(self.initial)
-        self.initial[~known] = losses.detach()[~known].to(self.initial.dtype)
+        present = self.present.to(losses.device)
+        start = ~torch.isfinite(self.initial) & present
+        self.initial[start] = losses.detach()[start].to(self.initial.dtype)
         w = self.loss_weights.to(losses.dtype)
-        norms = []
+        # G_k = ||grad(w_k L_k)|| = w_k ||grad L_k|| (w_k > 0): the norms of the unweighted
+        # terms' gradients are constants of the weights' loss, so no second derivative (which
+        # some losses' operations, e.g. cdist, do not have) is needed
+        norms = losses.new_zeros(len(self.names))
+        active = torch.zeros(len(self.names), dtype=torch.bool, device=losses.device)
         for k in range(len(self.names)):
-            if not losses[k].requires_grad:
-                norms.append(losses.new_zeros(()))
+            if not (present[k] and losses[k].requires_grad):
                 continue
             grads = torch.autograd.grad(
-                w[k] * losses[k],
-                self._shared,
-                retain_graph=True,
-                create_graph=True,
-                allow_unused=True,
+                losses[k], self._shared, retain_graph=True, allow_unused=True
             )
             flat = [g.reshape(-1) for g in grads if g is not None]
-            norms.append(torch.cat(flat).norm() if flat else losses.new_zeros(()))
-        g = torch.stack(norms)
-        ratio = losses.detach() / self.initial.to(losses.dtype).clamp_min(1e-12)
+            if flat:
+                norms[k] = torch.cat(flat).norm()
+                active[k] = True
+        # the balance is over the terms this step has a gradient for
+        total = (w.detach() * losses).sum()
+        if not bool(active.any()):
+            backward(total)
+            self.opt.zero_grad(set_to_none=True)
+            return total.detach()
+        g = w[active] * norms[active]
+        ratio = losses.detach()[active] / self.initial.to(losses.dtype)[active].clamp_min(1e-12)
         rate = ratio / ratio.mean().clamp_min(1e-12)
         target = (g.mean() * rate**self.alpha).detach()
-        grad_w = torch.autograd.grad((g - target).abs().sum(), self.loss_weights, retain_graph=True)
-        total = (w.detach() * losses).sum()
+        grad_w = torch.autograd.grad((g - target).abs().sum(), self.loss_weights)
         backward(total)
         self.opt.zero_grad(set_to_none=True)
         self.loss_weights.grad = grad_w[0]
         return total.detach()
 
     def after_step(self) -> None:
-        self.opt.step()
+        if self.loss_weights.grad is not None:
+            self.opt.step()
         with torch.no_grad():
             w = self.loss_weights.clamp_(min=1e-4)
             w.mul_(len(self.names) / w.sum())
@@ -290,7 +306,7 @@ class DWA(Balancer):
 
     def end_epoch(self) -> None:
         if self.epoch_count > 0:
-            means = (self.epoch_sums / self.epoch_count).to(self.history.dtype)
+            means = (self.epoch_sums / self.epoch_counts.clamp_min(1)).to(self.history.dtype)
             self.history[0] = self.history[1]
             self.history[1] = means
             if torch.isfinite(self.history).all():

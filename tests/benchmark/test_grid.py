@@ -23,7 +23,14 @@ from mmint.errors import InputError
 
 from .conftest import tiny_suite
 
-BUILT_IN = ["quick", "real", "ablation_unitednet", "ablation_cvqvae", "ablation_multivi"]
+BUILT_IN = [
+    "quick",
+    "real",
+    "ablation_unitednet",
+    "ablation_unitednet_presets",
+    "ablation_cvqvae",
+    "ablation_multivi",
+]
 
 
 def test_expand_counts_names_and_floor():

@@ -270,3 +270,26 @@ def test_write_with_empty_history(tmp_path):
     table = pd.read_csv(tmp_path / "curves.csv")
     assert list(table.columns) == CURVE_COLUMNS and len(table) == 0
     assert (tmp_path / "curves.png").exists()
+
+
+def test_model_epoch_values_join_the_curve_rows_by_epoch(tmp_path):
+    """A model's ``epoch_values()`` (e.g. learned loss weights) is recorded at every training
+    epoch's end and lands in curves.csv beside the scored epochs; the state round-trips."""
+    from types import SimpleNamespace
+
+    metrics = IntegrationMetrics(every_n_epochs=2)
+    metrics.history = [{"epoch": 0, "ari": 0.2}, {"epoch": 2, "ari": 0.4}]
+    model = SimpleNamespace()
+    for epoch in range(3):
+        trainer = SimpleNamespace(current_epoch=epoch, sanity_checking=False)
+        model.epoch_values = lambda e=epoch: {"weight_pgc_translation": 1.0 + e}
+        metrics.on_train_epoch_end(trainer, model)
+    metrics.on_train_epoch_end(trainer, SimpleNamespace())  # a model without the hook: nothing
+    restored = IntegrationMetrics()
+    restored.load_state_dict(metrics.state_dict())
+    LatentDistanceCurve(restored, tmp_path).write()
+    table = pd.read_csv(tmp_path / "curves.csv")
+    assert table["epoch"].tolist() == [0, 1, 2]
+    assert table["weight_pgc_translation"].tolist() == [1.0, 2.0, 3.0]
+    assert table["ari"].iloc[[0, 2]].tolist() == [0.2, 0.4] and np.isnan(table["ari"].iloc[1])
+    assert (tmp_path / "curves.png").exists()

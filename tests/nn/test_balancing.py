@@ -135,3 +135,30 @@ def test_unknown_method_is_an_input_error():
         make_balancer("magic", ["a"])
     with pytest.raises(InputError, match="gradnorm needs the shared parameters"):
         make_balancer("gradnorm", ["a"])
+
+
+def test_an_absent_term_moves_no_learned_weight():
+    p = torch.nn.Parameter(torch.tensor(1.0))
+    unc = Uncertainty(["a", "b"])
+    total = unc.backward({"a": p * 2.0}, [p], _backward)
+    assert total.item() == pytest.approx(0.5 * 2.0)  # no 0.5 s_b, no 0.5 e^0 * 0
+    torch.testing.assert_close(unc.log_vars.grad, torch.tensor([-0.5 * 2.0 + 0.5, 0.0]))
+    shared = torch.nn.Parameter(torch.tensor(1.0))
+    gn = GradNorm(["a", "b"], [shared], alpha=1.0)
+    gn.backward({"a": shared * 2.0}, [shared], _backward)
+    assert math.isnan(gn.initial[1].item())  # b's first value is the first one it has
+    torch.testing.assert_close(gn.loss_weights.grad, torch.tensor([0.0, 0.0]))
+    gn.backward({"a": shared * 2.0, "b": shared * 4.0}, [shared], _backward)
+    assert gn.initial.tolist() == [2.0, 4.0]
+
+
+def test_dwa_epoch_means_count_the_steps_a_term_has():
+    bal = DWA(["a", "b"], temperature=1.0)
+    p = torch.nn.Parameter(torch.tensor(1.0))
+    for b_values in ([2.0, None], [1.0, 1.0]):  # epoch 1: b in one step of two
+        for b in b_values:
+            bal.backward({"a": p * 1.0, **({} if b is None else {"b": p * b})}, [p], _backward)
+        bal.end_epoch()
+    # means: a (1, 1), b (2, 1): r = (1, 0.5); w = 2 softmax(r)
+    want = 2 * torch.softmax(torch.tensor([1.0, 0.5]), 0)
+    assert list(bal.weights().values()) == pytest.approx(want.tolist())

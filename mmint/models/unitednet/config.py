@@ -10,6 +10,8 @@ from mmint.config import plain
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.hparams import check_choice
+from mmint.nn.balancing import METHODS as BALANCING_METHODS
+from mmint.nn.encoders import ENCODERS
 
 TASKS = ("unsupervised", "supervised", "pgc_only", "group_only", "joint")
 ALTERNATIONS = ("epoch", "batch")
@@ -146,6 +148,11 @@ class Networks:
     n_covariates
         Width of a covariate (the one-hot batch) appended to every decoder's input; 0: none
         (the reference).
+    encoder
+        ``"mlp"`` (the reference) or ``"residual"`` (:class:`~mmint.nn.encoders.ResidualMLP`).
+    variational
+        A reparameterised Gaussian latent on each encoder
+        (:class:`~mmint.nn.encoders.VariationalLatent`).
     """
 
     modalities: tuple[str, ...]
@@ -175,6 +182,8 @@ class Networks:
     discriminator_out_norm: str | None = None
     init: str = "kaiming_normal"
     n_covariates: int = 0
+    encoder: str = "mlp"
+    variational: bool = False
 
     @classmethod
     def resolve(cls, hp: Mapping[str, Any], spec: DataSpec, n_covariates: int) -> Networks:
@@ -218,6 +227,8 @@ def resolve_hparams(given: Mapping[str, Any], spec: DataSpec) -> dict[str, Any]:
         ("stage", STAGES),
         ("fuser", FUSERS),
         ("latent_projector", LATENT_PROJECTORS),
+        ("encoder", ENCODERS),
+        ("loss_balancing", BALANCING_METHODS),
     ):
         check_choice(key, hp[key], allowed)
     if hp["group_mode"] is not None:

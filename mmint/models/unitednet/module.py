@@ -19,6 +19,7 @@ import mmint.models.unitednet.losses as L
 from mmint.models.unitednet.batched import call_stacked, frozen, row_independent
 from mmint.models.unitednet.config import FUSERS, LATENT_PROJECTORS, Networks
 from mmint.models.unitednet.group_heads import GroupHead, WeightedMeanFuser, stacked_heads
+from mmint.nn.encoders import ResidualMLP, VariationalLatent, gaussian_kl
 from mmint.nn.mlp import MLP
 
 
@@ -57,9 +58,10 @@ class UnitedNetModule(nn.Module):
         self.encoders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
         self.discriminators = nn.ModuleDict()
+        encoder_class = ResidualMLP if net.encoder == "residual" else MLP
         for m in self.modalities:
             first = {"dropout_first_only": net.dropout_first_only, "activation": activation}
-            self.encoders[m] = MLP(
+            self.encoders[m] = encoder_class(
                 n_features[m],
                 net.encoder_hidden[m],
                 latent_dim,
@@ -102,6 +104,14 @@ class UnitedNetModule(nn.Module):
         self.latent_projector = (
             nn.Linear(latent_dim, latent_dim) if latent_projector == "linear" else nn.Identity()
         )
+        #: per modality, a Gaussian latent on the encoder's output (``net.variational``)
+        self.variational = (
+            nn.ModuleDict({m: VariationalLatent(latent_dim) for m in self.modalities})
+            if net.variational
+            else None
+        )
+        #: KL of the last training-mode :meth:`encode` (variational latents only)
+        self.last_kl: Tensor | None = None
         #: index of the head used for outputs; chosen on validation losses, kept in checkpoints
         self.register_buffer("best_head", torch.zeros((), dtype=torch.long))
         #: passes each head has won (the original's best-head vote; kept in checkpoints)
@@ -111,13 +121,20 @@ class UnitedNetModule(nn.Module):
             _kaiming(self)
         elif init != "default":
             raise ValueError(f"unknown init {init!r}; use 'kaiming_normal' or 'default'")
+        for latent in (self.variational or {}).values():
+            latent.reset_parameters()  # a small, uniform variance at first, whatever the init
         self.normalize_heads()
 
     # ----------------------------------------------------------------- parameter groups
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The encoders (and their variational latents)."""
+        extra = [] if self.variational is None else list(self.variational.parameters())
+        return [*self.encoders.parameters(), *extra]
+
     def pgc_parameters(self) -> list[nn.Parameter]:
         """Encoders, decoders and latent projector (prediction / translation / contrastive)."""
         return [
-            *self.encoders.parameters(),
+            *self.encoder_parameters(),
             *self.decoders.parameters(),
             *self.latent_projector.parameters(),
         ]
@@ -129,7 +146,7 @@ class UnitedNetModule(nn.Module):
     def group_parameters(self, with_encoders: bool) -> list[nn.Parameter]:
         """Fusers, projectors and group layers, plus the encoders when asked."""
         params = list(self.heads.parameters())
-        return [*self.encoders.parameters(), *params] if with_encoders else params
+        return [*self.encoder_parameters(), *params] if with_encoders else params
 
     def reset_group_heads(self, init: str | None = None) -> None:
         """Fresh fusers, projectors, group layers and latent projector; best head 0.
@@ -151,18 +168,37 @@ class UnitedNetModule(nn.Module):
         """Latent of every modality ``{m: (B, d)}``.
 
         In training only the observed rows go through the encoder (rows of absent cells are 0,
-        and never reach batch statistics); in eval mode every row is encoded.
+        and never reach batch statistics); in eval mode every row is encoded. A variational
+        latent samples in training (its mean in eval mode) and leaves the KL of the observed
+        rows in :attr:`last_kl`.
         """
         out = {}
+        stats = []
         for m in self.modalities:
             obs = masks[m] > 0
             n_obs = int(obs.sum())
             if not self.training or n_obs == obs.numel() or n_obs < 2:
-                out[m] = self.encoders[m](x[m])
+                out[m] = self._latent(m, x[m], stats, obs)
             else:
                 z = x[m].new_zeros((x[m].shape[0], self.latent_dim))
-                out[m] = z.index_put((obs.nonzero().squeeze(1),), self.encoders[m](x[m][obs]))
+                h = self._latent(m, x[m][obs], stats, None)
+                out[m] = z.index_put((obs.nonzero().squeeze(1),), h)
+        if self.variational is not None and self.training:
+            mu, log_var = torch.cat([s[0] for s in stats]), torch.cat([s[1] for s in stats])
+            self.last_kl = gaussian_kl(mu, log_var) if mu.numel() else None
         return out
+
+    def _latent(self, m: str, x: Tensor, stats: list, rows: Tensor | None) -> Tensor:
+        """Encoder ``m`` (then its variational latent); ``(mu, log_var)`` of ``rows`` (all when
+        ``None``) appended to ``stats``."""
+        h = self.encoders[m](x)
+        if self.variational is None:
+            return h
+        z, mu, log_var = self.variational[m](h)
+        if rows is not None and not bool(rows.all()):
+            mu, log_var = mu[rows], log_var[rows]
+        stats.append((mu, log_var))
+        return z
 
     def decode(
         self, z: Tensor, dst: str, probabilities: bool = False, cov: Tensor | None = None

@@ -29,6 +29,7 @@ from mmint.errors import InputError
 from mmint.models.base import Batch, IntegratorModule
 from mmint.models.hparams import constructor_args, save_hparams
 from mmint.models.unitednet.api import UnitedNetAPI
+from mmint.models.unitednet.balance import UnitedNetBalancing
 from mmint.models.unitednet.compat import resolve as resolve_deviations
 from mmint.models.unitednet.config import (
     ALTERNATIONS,
@@ -49,7 +50,7 @@ from mmint.nn.batch import BatchAdversary
 from mmint.nn.optim import adam
 
 
-class UnitedNet(UnitedNetAPI, UnitedNetSteps, IntegratorModule):
+class UnitedNet(UnitedNetAPI, UnitedNetSteps, UnitedNetBalancing, IntegratorModule):
     """UnitedNet (Tang et al. 2023): multi-task cross-modal prediction and group identification.
 
     Parameters
@@ -122,6 +123,8 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         data has several batches (see docs/unitednet.md for the measurements).
     batch_adversary_weight
         Weight of the encoders' fooling loss (``adversarial``).
+    encoder, variational, kl_weight, loss_balancing, balancing_options
+        Encoder options and each optimizer's loss balancing: docs/unitednet.md, :mod:`.balance`.
     seed
         Seed of the contrastive negative sampling.
     """
@@ -187,6 +190,11 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
         noise_at_inference: bool | None = None,
         head_reinit: str | None = None,
         constant_discriminator: bool | None = None,
+        encoder: str = "mlp",
+        variational: bool = False,
+        kl_weight: float = 0.01,
+        loss_balancing: str = "fixed",
+        balancing_options: dict | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(spec)
@@ -214,6 +222,7 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
             self.module.best_head, self.module.head_votes, self.deviations.best_head_rule
         )
         self._reset_head_stats()
+        self._build_balancers()
 
     # --------------------------------------------------------------------- settings
     @property
@@ -304,6 +313,7 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
             self.hparams["group_mode"] = mode
         if adversarial != "keep":
             self.hparams["adversarial"] = adversarial
+        self._build_balancers()  # the new schedule's phases and terms, fresh as the optimizers
 
     def reinit_group_heads(self) -> None:
         """Fresh fusers, projectors, group layers and latent projector (best head 0).
@@ -413,6 +423,7 @@ gradient_clip_val, best_head_rule, noise_at_inference, head_reinit, constant_dis
             )
         self.heads.end_pass(self._vote_threshold)
         self.heads.end_epoch()
+        self._end_balancing_epoch()
 
     @property
     def _vote_threshold(self) -> int:

@@ -31,7 +31,11 @@ class UnitedNetSteps:
         if shared:  # the original: one backward for translation and discriminator losses
             d_loss = self.module.discriminator_loss(self._targets(x, noised), fakes, masks)
             total = total + self.hparams["discriminator_weight"] * d_loss
-        self._step(opt, total)
+        if self.balancers is None:
+            self._step(opt, total)
+        else:
+            d_weighted = self.hparams["discriminator_weight"] * d_loss if shared else None
+            self._balanced("pgc", opt, out.terms, d_weighted)
         self._log_train(out.terms, x)
         if shared:
             self._log_train({"discriminator": d_loss}, x)
@@ -73,7 +77,10 @@ class UnitedNetSteps:
         with torch.set_grad_enabled(update_enc):
             z = self.module.encode(self._noised(x, masks), masks)
         out = self._group_loss(z, masks, labels)
-        self._step(opt, out.loss)
+        if self.balancers is None:
+            self._step(opt, out.loss)
+        else:
+            self._balanced("group", opt, out.terms)
         self.module.normalize_heads()
         self._track_heads(out.terms, labels, x, train=True)
         self._log_train(self._best_head_terms(out), x)
@@ -88,7 +95,10 @@ class UnitedNetSteps:
         groups = group.outputs["logits"].detach().argmax(1)
         out = self._pgc_loss(x, masks, z, batch, noised, groups)
         fakes = out.outputs["fakes"]
-        self._step(opt, out.loss + group.loss)
+        if self.balancers is None:
+            self._step(opt, out.loss + group.loss)
+        else:
+            self._balanced("joint", opt, {**out.terms, **group.terms})
         self.module.normalize_heads()
         self._track_heads(group.terms, labels, x, train=True)
         self._log_train({**out.terms, **self._best_head_terms(group)}, x)
@@ -117,6 +127,8 @@ class UnitedNetSteps:
         ``outputs["fakes"]``: the discriminator step's detached reconstructions."""
         terms, fakes = self._pgc_losses(x, masks, z=z, groups=groups, batch=batch, noised=noised)
         terms.update(self._fool_batch_adversary(z, masks, batch))
+        if self.module.variational is not None and self.module.last_kl is not None:
+            terms["kl"] = self.module.last_kl  # of the encode that made z
         return LossOutput(self._weighted(terms), terms, outputs={"fakes": fakes})
 
     def _pgc_losses(self, x, masks, z, groups=None, batch: Batch | None = None, noised=None):
