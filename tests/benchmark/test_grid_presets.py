@@ -82,9 +82,7 @@ def test_preset_suite_composes_the_presets(data):
     """Each variant composes from the dataset's preset and changes only its own keys."""
     suite = _presets_suite()
     runs = {r.variant: r for r in expand(suite) if r.data == data and r.model == "unitednet"}
-    preset = OmegaConf.to_container(
-        OmegaConf.load(Path(config_dir()) / "model" / f"{PRESETS[data]}.yaml")
-    )
+    preset = compose_run([f"model={PRESETS[data]}"])["model"]  # the preset as composed
     clustering = data != "bmmc_multiome_neurips2021_starter"
     paper = compose_run(runs["paper"].overrides)["model"]
     expected = {**preset, **({"group_mode": "clustering"} if clustering else {})}
