@@ -196,17 +196,25 @@ def test_load_run_of_a_folder_that_is_not_a_run(tmp_path):
         mmint.load_run(tmp_path)
 
 
-def test_import_mmint_is_light_and_fit_is_both():
-    code = (
-        "import sys, mmint; assert 'torch' not in sys.modules, 'torch'; "
-        "assert 'hydra' not in sys.modules, 'hydra'; "
-        "from mmint.fit import run_fit; assert callable(mmint.fit); "
-        "assert mmint.fit.run_fit is run_fit; "
-        "from mmint.benchmark.grid import Suite; assert callable(mmint.benchmark); "
-        "assert mmint.benchmark.grid.Suite is Suite; print('ok')"
-    )
+def test_import_mmint_is_light():
+    code = "import sys, mmint; print(sorted({'torch', 'hydra', 'lightning'} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.stdout.strip() == "ok", proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_fit_and_benchmark_are_functions_and_modules():
+    import mmint.benchmark.grid
+    import mmint.fit
+    from mmint.api.bench import benchmark
+    from mmint.benchmark.grid import Suite
+    from mmint.fit import run_fit
+
+    assert mmint.fit.run_fit is run_fit and mmint.benchmark.grid.Suite is Suite
+    with pytest.raises(InputError) as a:
+        mmint.benchmark("synthetic", models=["multivy"])  # the module, called
+    with pytest.raises(InputError) as b:
+        benchmark("synthetic", models=["multivy"])  # the function
+    assert str(a.value) == str(b.value) and "unknown model 'multivy'" in str(a.value)
 
 
 def test_keyword_overrides_are_the_command_lines():
