@@ -6,10 +6,12 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import platform
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
+from mmint.callbacks.checkpoint_io import AtomicCheckpointIO
 from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
@@ -48,6 +51,7 @@ from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
+from mmint.rundir import start_run
 from mmint.runlock import LOCK_NAME, folder_lock
 
 #: config keys that do not change results (left out of the config hash)
@@ -277,11 +281,20 @@ def train_model(
         # counts); validation runs on all val cells in every process, so val/loss and the
         # checkpoint choice agree across processes without a reduction
         use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
         **kwargs,
     )
     if ddp is not None and ddp.is_child:
         mark_ready(ddp)
-    trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Lightning turns Ctrl-C into exit(1) and ignores Ctrl-C from then on: give the
+        # caller (a suite, the command line) the interrupt back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
     if not trainer.is_global_zero:
         return model, {}
     best_path = checkpoint.best_model_path
@@ -364,12 +377,17 @@ def run_fit(
         return {}
     with folder_lock(run_dir, "mmint fit"):
         resume = check_run_dir(run_dir, cfg)
+        start_run(run_dir)
         if announce is not None:
             announce(_what_runs(cfg, run_dir, resume))
         try:
             return _fit(cfg, run_dir, resume, start, announce)
         except Exception as err:
-            write_json(run_dir / "metrics.json", failed_metrics(cfg, err, start))
+            # a failed write must not hide the first error (e.g. the disk is full)
+            with contextlib.suppress(OSError):
+                write_json(
+                    run_dir / "metrics.json", failed_metrics(cfg, err, start), make_parents=False
+                )
             raise
 
 
@@ -505,7 +523,7 @@ def _fit(
         metrics["predictions_subsample"] = written_how
         metrics["status"], metrics["error"] = "ok", None
         write_outputs(best, dm, run_dir, written)
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", metrics, make_parents=False)
         for lg in loggers:
             lg.log_metrics(
                 {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}

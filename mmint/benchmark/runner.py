@@ -26,7 +26,7 @@ import pandas as pd
 from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
 from mmint.benchmark.results import results_table, run_row, write_results
 from mmint.callbacks.progress import format_seconds, in_ci
-from mmint.io import read_json, write_json
+from mmint.io import WriteFailed, read_json, remove_temporaries, write_json
 from mmint.runlock import folder_lock
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -95,6 +95,8 @@ def execute(cfg: dict[str, Any], run_dir: str | Path) -> tuple[str | None, str |
     try:
         prepare_run_dir(Path(run_dir), cfg)
         fit.run_fit(cfg, run_dir)
+    except WriteFailed:  # the suite's storage failed: stop the suite (finished runs kept)
+        raise
     except Exception as err:  # noqa: BLE001 - a failed run is a result, not a crash
         return one_line(err), traceback.format_exc(), time.perf_counter() - t0
     return None, None, time.perf_counter() - t0
@@ -137,7 +139,27 @@ def run_suite(
     """
     suite_dir = Path(suite_dir)
     with folder_lock(suite_dir, "mmint benchmark"):
-        return _run_suite(suite, suite_dir, base_overrides, echo, compose)
+        try:
+            return _run_suite(suite, suite_dir, base_overrides, echo, compose)
+        except KeyboardInterrupt:
+            echo(kept_line(expand(suite, base_overrides), suite_dir))
+            raise
+
+
+def kept_line(runs: list[RunSpec], suite_dir: Path) -> str:
+    """Write ``results.csv`` of an interrupted suite (a run may have finished after the last
+    write) and say what it keeps."""
+    rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
+    write_results(results_table(r for r in rows if r is not None), suite_dir / "results.csv")
+    ok = sum(1 for r in rows if r is not None and r["status"] == "ok")
+    failed = sum(1 for r in rows if r is not None and r["status"] != "ok")
+    return (
+        f"interrupted: kept {ok} finished run(s)"
+        + (f" and {failed} failed one(s)" if failed else "")
+        + f" of {len(runs)} in {suite_dir / 'results.csv'}; the other {len(runs) - ok - failed} "
+        "run when the suite is rerun (a model that trains in epochs resumes from its "
+        "last.ckpt)"
+    )
 
 
 def _run_suite(
@@ -148,6 +170,7 @@ def _run_suite(
     compose: Compose,
 ) -> SuiteRun:
     (suite_dir / "runs").mkdir(parents=True, exist_ok=True)
+    remove_temporaries(suite_dir)  # of a killed earlier suite (this process holds the folder)
     notes = []
     skipped_data = set()
     if suite.skip_missing_data:
@@ -236,6 +259,9 @@ def _run_suite(
                     run, cfg = futures[fut]
                     try:
                         error, tb, secs = fut.result()
+                    except WriteFailed:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                     except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory
                         error, tb, secs = (
                             f"worker process failed: {one_line(err)}",
