@@ -183,7 +183,8 @@ def _select_features(x: Matrix, rows: np.ndarray, kind: str, n_top: int) -> np.n
         import anndata as ad
         import scanpy as sc
 
-        adata = ad.AnnData(_as_float32(x[rows]).copy())
+        # float64: float32 log1p differs per CPU (see _scaled_log1p) and could flip a tie
+        adata = ad.AnnData(x[rows].astype(np.float64))
         sc.pp.normalize_total(adata, target_sum=TARGET_SUM)
         sc.pp.log1p(adata)
         sc.pp.highly_variable_genes(adata, n_top_genes=n_top, flavor="seurat")
@@ -262,26 +263,31 @@ def _row_sums(x: Matrix) -> np.ndarray:
 def _scaled_log1p(
     x: Matrix, row_factor: np.ndarray, col_factor: np.ndarray | None = None
 ) -> Matrix:
-    """``log1p(x * row_factor[:, None] * col_factor[None, :])`` in float32.
+    """``log1p(x * row_factor[:, None] * col_factor[None, :])``, computed in float64 and
+    stored as float32.
 
-    On a sparse ``x`` only the stored entries are computed, in row blocks, and the result
-    shares ``x``'s index arrays (no second copy of the indices).
+    float64 because numpy's float32 ``log1p`` is vectorised differently per instruction set
+    (AVX-512 against AVX2 results differ in the last bit), so the same file gave other model
+    inputs on another CPU; float64 results rounded to float32 agree. On a sparse ``x`` only the
+    stored entries are computed, in row blocks, and the result shares ``x``'s index arrays (no
+    second copy of the indices).
     """
+    row_factor = np.asarray(row_factor, dtype=np.float64)
+    col = None if col_factor is None else np.asarray(col_factor, dtype=np.float64)
     if not sp.issparse(x):
-        y = (x * row_factor[:, None]).astype(np.float32)
-        if col_factor is not None:
-            y = (y * col_factor[None, :]).astype(np.float32)
+        y = np.asarray(x, dtype=np.float64) * row_factor[:, None]
+        if col is not None:
+            y *= col[None, :]
         return np.log1p(y).astype(np.float32)
-    row32 = row_factor.astype(np.float32)
-    col32 = None if col_factor is None else col_factor.astype(np.float32)
     data = np.empty(x.data.shape, dtype=np.float32)
     size = max(1, BLOCK_ENTRIES // max(1, x.shape[1]))
     for r0 in range(0, x.shape[0], size):
         r1 = min(r0 + size, x.shape[0])
         a, b = x.indptr[r0], x.indptr[r1]
-        v = x.data[a:b] * np.repeat(row32[r0:r1], np.diff(x.indptr[r0 : r1 + 1]))
-        if col32 is not None:
-            v *= col32[x.indices[a:b]]
+        v = x.data[a:b].astype(np.float64)
+        v *= np.repeat(row_factor[r0:r1], np.diff(x.indptr[r0 : r1 + 1]))
+        if col is not None:
+            v *= col[x.indices[a:b]]
         data[a:b] = np.log1p(v)
     return sp.csr_matrix((data, x.indices, x.indptr), shape=x.shape, copy=False)
 
@@ -298,7 +304,7 @@ def _dense_rows(x: Matrix, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray
 
 
 def _clr(x: np.ndarray) -> np.ndarray:
-    dense = np.log1p(x)
+    dense = np.log1p(np.asarray(x, dtype=np.float64))  # float64: see _scaled_log1p
     return dense - dense.mean(axis=1, keepdims=True)
 
 
