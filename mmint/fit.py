@@ -51,6 +51,8 @@ from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
+from mmint.reuse import git_commit
+from mmint.reuse import record as record_reuse
 from mmint.rundir import start_run
 from mmint.runlock import LOCK_NAME, folder_lock
 
@@ -151,6 +153,7 @@ def versions() -> dict[str, str | None]:
             out[pkg] = version(pkg.replace("_", "-"))
         except PackageNotFoundError:
             out[pkg] = None
+    out["mmint_commit"] = git_commit()
     return out
 
 
@@ -438,6 +441,9 @@ def _fit(
 
     seed = int(cfg.get("seed", 0))
     name, max_epochs, _, dm, model = _setup(cfg)
+    reuse = record_reuse(
+        config_hash(cfg), model, dm
+    )  # as built: training may change hparams (stages)
     for line in dm.data.warnings if announce is not None else []:
         announce(f"warning: {line}")
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
@@ -512,6 +518,7 @@ def _fit(
             },
             "labels": dm.data.label_counts(),
             "versions": versions(),
+            "reuse": reuse,
             **scores,
             "fit_seconds": fit_seconds,
             "peak_rss_mb": peak_rss_mb(),

@@ -46,6 +46,9 @@ class Suite:
     skip: dict[str, dict[str, str]] = field(default_factory=dict)
     #: leaderboard options (:class:`mmint.benchmark.board.BoardOptions`: clip, weights, ...)
     leaderboard: dict[str, Any] = field(default_factory=dict)
+    #: a finished run whose reuse key changed (model defaults, data): ``rerun`` it, or
+    #: ``stale_ok``: reuse it, marked stale (:mod:`mmint.benchmark.runner`)
+    reuse: str = "rerun"
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -55,6 +58,10 @@ class Suite:
         self.model_overrides = {str(k): to_overrides(v) for k, v in self.model_overrides.items()}
         self.data_overrides = {str(k): to_overrides(v) for k, v in self.data_overrides.items()}
         self.floor = [self.floor] if isinstance(self.floor, str) else list(self.floor)
+        if self.reuse not in ("rerun", "stale_ok"):
+            raise InputError(
+                f"unknown suite.reuse '{self.reuse}'", "suite.reuse", "use rerun or stale_ok"
+            )
         if self.reference is None:
             self.reference = next(iter(self.variants))
         if self.reference not in self.variants:
@@ -99,6 +106,7 @@ class Suite:
                 for m, pairs in (c.get("skip") or {}).items()
             },
             leaderboard=dict(c.get("leaderboard") or {}),
+            reuse=str(c.get("reuse") or "rerun"),
         )
 
     def skip_notes(self) -> list[str]:
