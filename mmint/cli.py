@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -263,14 +264,27 @@ def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
 
         from mmint.callbacks.divergence import TrainingDiverged
         from mmint.console import TRACEBACK_LOGGER, setup_console
+        from mmint.io import WriteFailed
 
         verbose = bool(cfg.get("verbose", False))
         setup_console(verbose)
         try:
             task(cfg)
+        except KeyboardInterrupt:
+            args = [a for a in sys.argv[1:] if not a.startswith("command=")]
+            if not any(a.startswith("hydra.run.dir=") for a in args):
+                from hydra.core.hydra_config import HydraConfig
+
+                args.append(f"hydra.run.dir={HydraConfig.get().runtime.output_dir}")
+            print(
+                f"interrupted - finished results are kept; rerun the same command to resume: "
+                f"{sys.argv[0]} {shlex.join(args)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
         except InputError as err:
             fail(err)
-        except TrainingDiverged as err:
+        except (TrainingDiverged, WriteFailed) as err:
             fail(err, code=1)
         except Exception as err:
             if verbose:
