@@ -186,7 +186,8 @@ class MultiVAE(nn.Module):
         ``loss = mean_cells(recon + kl_weight * KL + penalty_weight * jeffreys)
         + penalty_weight * mmd``; reconstruction counts only the modalities a cell has.
         Terms: per-cell ``reconstruction``, ``reconstruction_<modality>`` and ``kl``, the
-        weighted ``penalty``; ``outputs["z"]``: the latent sample.
+        weighted ``penalty``; ``outputs["z"]``: the latent sample. Other keywords are ignored
+        (the VAE plans' one ``loss(batch, **kw)`` signature).
         """
         means, variances = self.encode(batch)
         mean, var, mask = self.joint(batch, means, variances)
