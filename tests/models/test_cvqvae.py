@@ -16,6 +16,7 @@ from mmint.data.spec import DataSpec
 from mmint.keys import BATCH, INDEX, LABEL, mask_key
 from mmint.models import build_model
 from mmint.models.cvqvae import CVQVAE, CVQVAEModule, InputProjection
+from mmint.models.cvqvae.config import Networks
 
 MODS = {"rna": ("counts", 12), "atac": ("binary", 15), "ephys": ("continuous", 4)}
 SMALL = {"hidden": [16], "n_latent": 4, "n_codes": 32}
@@ -74,8 +75,10 @@ def _group(out, group: str) -> dict:
 def test_every_encoder_and_decoder_gets_gradient_with_three_modalities():
     torch.manual_seed(0)
     spec = make_spec()
-    module = CVQVAEModule(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL).train()
-    out = module.loss(*split(make_batch(spec), spec))
+    module = CVQVAEModule(
+        Networks(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL)
+    ).train()
+    out = module.loss_of_inputs(*split(make_batch(spec), spec))
     mods = spec.modalities
     assert set(_group(out, "recon")) == {f"{s}_to_{d}" for s in mods for d in mods if s != d}
     assert set(_group(out, "align")) == {"rna_atac", "rna_ephys", "atac_ephys"}
@@ -91,8 +94,10 @@ def test_each_direction_uses_the_decoder_of_its_target():
     # the original decoded both directions with one decoder; here src -> dst uses decoders[dst]
     torch.manual_seed(0)
     spec = make_spec({"rna": ("counts", 6), "atac": ("binary", 5)})
-    module = CVQVAEModule(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL).train()
-    out = module.loss(*split(make_batch(spec), spec))
+    module = CVQVAEModule(
+        Networks(spec.modalities, spec.n_features, spec.kinds, {}, **SMALL)
+    ).train()
+    out = module.loss_of_inputs(*split(make_batch(spec), spec))
     out.terms["recon_rna_to_atac"].backward()
     assert all(p.grad is not None for p in module.decoders["atac"].parameters())
     assert all(p.grad is None for p in module.decoders["rna"].parameters())
@@ -103,12 +108,12 @@ def test_total_loss_is_recon_plus_commitment_plus_weighted_alignment():
     torch.manual_seed(0)
     spec = make_spec()
     module = CVQVAEModule(
-        spec.modalities, spec.n_features, spec.kinds, spec.input_variance, **SMALL
+        Networks(spec.modalities, spec.n_features, spec.kinds, spec.input_variance, **SMALL)
     )
     module.eval()
     x, masks = split(make_batch(spec), spec)
     with torch.no_grad():
-        out = module.loss(x, masks)
+        out = module.loss_of_inputs(x, masks)
         z = {m: module.encoders[m](x[m]) for m in spec.modalities}
         codes = {m: module.quantizers[m].codebook[module.quantizers[m].nearest(z[m])] for m in z}
     manual = F.mse_loss(module.decoders["atac"](codes["rna"]), x["atac"]) / 1.5
@@ -137,11 +142,11 @@ def test_codebooks_move_by_ema_in_training_only():
     assert all(list(q.parameters()) == [] for q in model.module.quantizers.values())
     model.eval()
     before = model.module.quantizers["rna"].codebook.clone()
-    model.module.loss(*split(batch, spec))
+    model.module.loss_of_inputs(*split(batch, spec))
     model.translate(batch, "rna", "atac")
     assert torch.equal(model.module.quantizers["rna"].codebook, before)
     model.train()
-    model.module.loss(*split(batch, spec))
+    model.module.loss_of_inputs(*split(batch, spec))
     assert int(model.module.quantizers["rna"].ema_steps) == 1
     assert not torch.equal(model.module.quantizers["rna"].codebook, before)
 
@@ -149,9 +154,9 @@ def test_codebooks_move_by_ema_in_training_only():
 def test_self_recon_adds_the_diagonal_pairs():
     spec = make_spec()
     module = CVQVAEModule(
-        spec.modalities, spec.n_features, spec.kinds, {}, self_recon=True, **SMALL
+        Networks(spec.modalities, spec.n_features, spec.kinds, {}, self_recon=True, **SMALL)
     )
-    out = module.train().loss(*split(make_batch(spec), spec))
+    out = module.train().loss_of_inputs(*split(make_batch(spec), spec))
     assert len(_group(out, "recon")) == 9 and "atac_to_atac" in _group(out, "recon")
 
 
@@ -160,7 +165,7 @@ def test_vq_false_is_the_cvae_ablation():
     spec = make_spec()
     model = CVQVAE(spec, vq=False, **SMALL).eval()
     batch = make_batch(spec)
-    out = model.module.loss(*split(batch, spec))
+    out = model.module.loss_of_inputs(*split(batch, spec))
     assert len(model.module.quantizers) == 0 and _group(out, "commitment") == {}
     assert not any(k.startswith("perplexity") for k in out.extras)
     with torch.no_grad():
@@ -176,7 +181,7 @@ def test_bce_option_uses_logits_for_binary_targets():
     batch = make_batch(spec)
     x, masks = split(batch, spec)
     with torch.no_grad():
-        out = model.module.loss(x, masks)
+        out = model.module.loss_of_inputs(x, masks)
         code = model.module.code("rna", model.latents(batch)["rna"], update=False)[0]
         logits = model.module.decoders["atac"](code)
         pred = model.translate(batch, "rna", "atac")
@@ -206,8 +211,8 @@ def test_missing_modality_is_skipped_by_encoder_codebook_and_losses():
         assert torch.allclose(joint[lack], (z["rna"][lack] + z["ephys"][lack]) / 2, atol=1e-6)
         assert torch.allclose(joint[5:], (z["rna"] + z["atac"] + z["ephys"])[5:] / 3, atol=1e-6)
         loss, loss_noisy = (
-            model.module.loss(*split(batch, spec)),
-            model.module.loss(*split(noisy, spec)),
+            model.module.loss_of_inputs(*split(batch, spec)),
+            model.module.loss_of_inputs(*split(noisy, spec)),
         )
         assert loss.loss.item() == pytest.approx(loss_noisy.loss.item(), rel=1e-6)
         both = torch.arange(5, 16)
@@ -215,7 +220,7 @@ def test_missing_modality_is_skipped_by_encoder_codebook_and_losses():
         assert loss.terms["align_rna_atac"].item() == pytest.approx(manual.item(), rel=1e-5)
 
     model.train()
-    model.module.loss(*split(batch, spec))
+    model.module.loss_of_inputs(*split(batch, spec))
     # first EMA step: bias-corrected cluster sizes are the counts of the observed rows only
     assert model.module.quantizers["atac"].cluster_size.sum().item() == pytest.approx(11.0)
     assert model.module.quantizers["rna"].cluster_size.sum().item() == pytest.approx(16.0)
@@ -226,13 +231,13 @@ def test_batch_without_a_modality_drops_its_terms():
     spec = make_spec()
     model = CVQVAE(spec, **SMALL).train()
     batch = make_batch(spec, missing={"atac": list(range(16))})
-    out = model.module.loss(*split(batch, spec))
+    out = model.module.loss_of_inputs(*split(batch, spec))
     assert all("atac" not in name for name in out.terms)
     out.loss.backward()
     assert all(p.grad is None for p in model.module.encoders["atac"].parameters())
     # a modality seen in one cell only is dropped in training (BatchNorm needs two rows)
     one = make_batch(spec, missing={"atac": list(range(1, 16))})
-    assert "commitment_atac" not in model.module.loss(*split(one, spec)).terms
+    assert "commitment_atac" not in model.module.loss_of_inputs(*split(one, spec)).terms
 
 
 # ------------------------------------------------------------------------------- interface

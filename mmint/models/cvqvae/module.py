@@ -20,92 +20,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmint import keys
 from mmint.errors import InputError
+from mmint.models.cvqvae.config import Networks
 from mmint.models.hparams import check_choice
+from mmint.models.inputs import step_inputs
 from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
 from mmint.nn.mlp import MLP
 from mmint.nn.projection import InputProjection
 from mmint.nn.vq import VectorQuantizerEMA
 
+Batch = dict[str, Tensor]
+
 
 class CVQVAEModule(nn.Module):
-    """Encoders, codebooks, decoders and the CVQVAE loss.
+    """Encoders, codebooks, decoders and the CVQVAE loss, built from a
+    :class:`~mmint.models.cvqvae.config.Networks` (its attributes document the settings)."""
 
-    Parameters
-    ----------
-    modalities
-        Modality names in model order.
-    n_features
-        ``{modality: model-input width}``.
-    kinds
-        ``{modality: "counts" | "binary" | "continuous"}``.
-    variances
-        ``{modality: variance of the model input over training cells}``; reconstruction MSEs
-        are divided by it (with ``input_rep="pca"`` the projection's score variance is used).
-    n_latent
-        Latent (and code) dimension.
-    hidden
-        Encoder hidden widths; decoders use ``decoder_hidden`` or these reversed.
-    decoder_hidden
-        Decoder hidden widths (``None``: ``hidden`` reversed).
-    dropout
-        Dropout after each hidden Linear (0 in the original).
-    vq
-        Quantise before decoding; ``False`` is the CVAE ablation (decoders read ``z``).
-    n_codes, decay, eps, commitment, dead_code_threshold
-        Codebook options, see :class:`mmint.nn.vq.VectorQuantizerEMA`.
-    align_weight
-        Weight of the latent alignment MSE (``lambda_z``).
-    self_recon
-        Also reconstruct each modality from its own code.
-    recon_loss
-        ``"mse"`` (MSE / variance for every target, the original) or ``"bce"`` (binary
-        targets use BCE on logits, others stay MSE / variance).
-    input_rep
-        ``"features"`` (the model input) or ``"pca"`` (a fixed projection onto ``n_pca``
-        principal axes fitted by :meth:`fit_projections`; encoders read and decoders
-        reconstruct the scores).
-    n_pca
-        Number of principal axes with ``input_rep="pca"``.
-    n_batches
-        Number of batches in the data.
-    decoder_batch
-        Append the cell's batch one-hot to every decoder input (an addition to the original,
-        which has no covariates): the decoders then explain batch shifts, so the latents need
-        not carry the batch.
-    """
-
-    def __init__(
-        self,
-        modalities: Sequence[str],
-        n_features: dict[str, int],
-        kinds: dict[str, str],
-        variances: dict[str, float],
-        n_latent: int = 16,
-        hidden: Sequence[int] = (256, 128),
-        decoder_hidden: Sequence[int] | None = None,
-        dropout: float = 0.0,
-        vq: bool = True,
-        n_codes: int = 1024,
-        decay: float = 0.99,
-        eps: float = 1e-5,
-        commitment: float = 0.25,
-        dead_code_threshold: float = 1e-2,
-        align_weight: float = 10.0,
-        self_recon: bool = False,
-        recon_loss: str = "mse",
-        input_rep: str = "features",
-        n_pca: int = 50,
-        n_batches: int = 1,
-        decoder_batch: bool = False,
-    ) -> None:
+    def __init__(self, net: Networks) -> None:
         super().__init__()
+        modalities, n_features, kinds = net.modalities, net.n_features, net.kinds
+        n_latent, hidden, decoder_hidden = net.n_latent, net.hidden, net.decoder_hidden
+        recon_loss, input_rep, vq, dropout = net.recon_loss, net.input_rep, net.vq, net.dropout
         if len(modalities) < 2:
             raise InputError(
                 f"cvqvae needs at least two modalities, got {list(modalities)}",
@@ -122,11 +65,11 @@ class CVQVAEModule(nn.Module):
             )
         self.modalities = list(modalities)
         self.kinds = dict(kinds)
-        self.vq, self.self_recon = vq, self_recon
-        self.align_weight, self.recon_loss = align_weight, recon_loss
+        self.vq, self.self_recon = vq, net.self_recon
+        self.align_weight, self.recon_loss = net.align_weight, recon_loss
         self.input_rep, self.n_latent = input_rep, n_latent
         # batch one-hot fed to the decoders (only meaningful with more than one batch)
-        self.n_cond = n_batches if decoder_batch and n_batches > 1 else 0
+        self.n_cond = net.n_batches if net.decoder_batch and net.n_batches > 1 else 0
         # batches with training cells; set by the plan from the data spec (not in checkpoints)
         self.register_buffer("seen_batches", None, persistent=False)
         dec_hidden = list(reversed(list(hidden))) if decoder_hidden is None else decoder_hidden
@@ -135,12 +78,12 @@ class CVQVAEModule(nn.Module):
         widths = {}
         for m in self.modalities:
             if input_rep == "pca":
-                self.projections[m] = InputProjection(n_features[m], n_pca)
+                self.projections[m] = InputProjection(n_features[m], net.n_pca)
                 widths[m] = self.projections[m].k
             else:
                 widths[m] = n_features[m]
         # data variances as a buffer so that they are part of the checkpoint
-        var = [float(variances.get(m, 1.0) or 1.0) for m in self.modalities]
+        var = [float(net.variances.get(m, 1.0) or 1.0) for m in self.modalities]
         self.register_buffer("variance", torch.tensor([v if v > 0 else 1.0 for v in var]))
 
         def mlp(n_in: int, widths_: Sequence[int], n_out: int) -> MLP:
@@ -154,7 +97,12 @@ class CVQVAEModule(nn.Module):
         if vq:
             for m in self.modalities:
                 self.quantizers[m] = VectorQuantizerEMA(
-                    n_codes, n_latent, decay, eps, commitment, dead_code_threshold
+                    net.n_codes,
+                    n_latent,
+                    net.decay,
+                    net.eps,
+                    net.commitment,
+                    net.dead_code_threshold,
                 )
 
     # ----------------------------------------------------------------- pieces
@@ -243,7 +191,20 @@ class CVQVAEModule(nn.Module):
         return out
 
     # ------------------------------------------------------------------ loss
-    def loss(
+    def inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Float inputs (in the parameters' dtype) and masks per modality: sparse inputs stay
+        sparse into the ``pca`` projection and are densified for ``features`` (the encoders
+        read them whole and they are the reconstruction targets)."""
+        dtype = next(self.encoders.parameters()).dtype
+        return step_inputs(batch, self.modalities, keep_sparse=self.input_rep == "pca", dtype=dtype)
+
+    def loss(self, batch: Batch, **kw: Any) -> LossOutput:
+        """The loss of a batch (:meth:`loss_of_inputs` of its inputs, masks and batch codes);
+        the one signature of the VAE plans (:mod:`mmint.models.vae_plan`)."""
+        x, masks = self.inputs(batch)
+        return self.loss_of_inputs(x, masks, batch.get(keys.BATCH))
+
+    def loss_of_inputs(
         self, x: dict[str, Tensor], masks: dict[str, Tensor], batch_index: Tensor | None = None
     ) -> LossOutput:
         """All loss terms of a batch (EMA codebook steps happen here in training mode).

@@ -1,4 +1,5 @@
-"""CVQVAE as a LightningModule: optimisation, logging and the common model interface."""
+"""CVQVAE as a LightningModule: the shared :class:`~mmint.models.vae_plan.VAEPlan` with one
+Adam and the codebook health logged, the ``pca`` input projections and the model interface."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ from torch import Tensor, nn
 
 from mmint.data.spec import DataSpec
 from mmint.keys import BATCH
-from mmint.models.base import Batch, IntegratorModule
+from mmint.models.base import Batch
+from mmint.models.cvqvae.config import Networks
 from mmint.models.cvqvae.module import CVQVAEModule
 from mmint.models.hparams import constructor_args, save_hparams
-from mmint.models.inputs import step_inputs
-from mmint.models.loss_output import log_loss_output
-from mmint.models.stepping import manual_step, zero_loss
+from mmint.models.loss_output import LossOutput
+from mmint.models.vae_plan import VAEPlan
 from mmint.nn.optim import adam
 from mmint.nn.sparse import csr_tensor, is_sparse, scipy_csr
 
 
-class CVQVAE(IntegratorModule):
+class CVQVAE(VAEPlan):
     """Cross-modal VQ-VAE (CVQVAE-style) integrator.
 
     Each modality is encoded to a latent, quantised by its own EMA codebook and decoded into
@@ -123,24 +124,14 @@ class CVQVAE(IntegratorModule):
             gradient_clip_val=None if gradient_clip_val is None else float(gradient_clip_val),
         )
         save_hparams(self, constructor_args(CVQVAE, {**net, **optim}))
-        self.module = CVQVAEModule(
-            self.spec.modalities,
-            self.spec.n_features,
-            self.spec.kinds,
-            self.spec.input_variance,
-            n_batches=self.spec.n_batches,
-            **net,
-        )
+        self.module = CVQVAEModule(Networks.resolve(self.spec, net))
         self.module.seen_batches = torch.tensor(self.spec.seen_batches(), dtype=torch.bool)
+        self.adversary = None  # no batch adversary (the shared plan's is optional)
 
     # ---------------------------------------------------------------- inputs
     def _inputs(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Float inputs and masks per modality: sparse inputs stay sparse into the ``pca``
-        projection, and are densified for ``features`` (the encoders read them whole and
-        they are the reconstruction targets)."""
-        return step_inputs(
-            batch, self.modalities, keep_sparse=self.module.input_rep == "pca", dtype=self.dtype
-        )
+        """Float inputs and masks per modality (:meth:`CVQVAEModule.inputs`)."""
+        return self.module.inputs(batch)
 
     @torch.no_grad()
     def fit_input_projection(self, batches: Iterable[Batch]) -> None:
@@ -187,34 +178,16 @@ class CVQVAE(IntegratorModule):
         self.fit_input_projection(dm.train_dataloader())
 
     # -------------------------------------------------------------- training
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def vae_optimizer(self) -> torch.optim.Optimizer:
         """One Adam over encoders and decoders (codebooks are buffers moved by EMA)."""
         return adam(
             self.module.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """One Adam step on the total loss; logs every term and the codebook health."""
-        x, masks = self._inputs(batch)
-        n = next(iter(x.values())).shape[0]
-        out = self.module.loss(x, masks, batch.get(BATCH))
-        loss = out.loss
-        if not loss.requires_grad:
-            # under DDP every process must take part in every gradient all-reduce: a batch with
-            # nothing to learn here steps with a zero loss instead of skipping the step
-            loss = zero_loss(self, self.module.parameters())
-        if loss is not None and loss.requires_grad:  # no usable pair: nothing to learn
-            manual_step(self, self.optimizers(), loss, self.hparams.gradient_clip_val)
+    def step_extras(self, out: LossOutput) -> None:
+        """Log the codebook health: dead codes per modality."""
         for m, q in self.module.quantizers.items():
             out.extras[f"dead_codes_{m}"] = torch.tensor(float(q.dead_codes()))
-        log_loss_output(self, "train", out, n)
-        return out.loss.detach()
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Log the total loss as ``val/loss`` (codebooks are not updated in eval mode)."""
-        x, masks = self._inputs(batch)
-        out = self.module.loss(x, masks, batch.get(BATCH))
-        log_loss_output(self, "val", out, next(iter(x.values())).shape[0])
 
     # ------------------------------------------------------------- interface
     def latents(self, batch: Batch) -> dict[str, Tensor]:

@@ -1,4 +1,5 @@
-"""MultiVI-style integrator: the LightningModule that owns optimisation and the interface."""
+"""MultiVI-style integrator: the LightningModule (the shared :class:`~mmint.models.vae_plan
+.VAEPlan` with AdamW and the KL warm-up) and the model interface."""
 
 from __future__ import annotations
 
@@ -7,35 +8,26 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmint import keys
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
-from mmint.models.adversary import classifier_loss, fool_loss
-from mmint.models.base import Batch, IntegratorModule
+from mmint.models.base import Batch
 from mmint.models.hparams import constructor_args, save_hparams
-from mmint.models.inputs import batch_size
-from mmint.models.loss_output import log_loss_output
-from mmint.models.multivi.module import (
+from mmint.models.loss_output import LossOutput
+from mmint.models.multivi.config import (
     GeneLikelihood,
     Library,
     ModalityPenalty,
     ModalityWeights,
-    MultiVAE,
-    ProteinDecoder,
-    default_sizes,
+    Networks,
 )
+from mmint.models.multivi.module import MultiVAE, ProteinDecoder, default_sizes
 from mmint.models.multivi.translator import Translator
-from mmint.models.stepping import manual_step
+from mmint.models.vae_plan import VAEPlan, kl_warmup  # noqa: F401 - kl_warmup re-exported
 from mmint.nn.batch import BatchAdversary
 from mmint.nn.optim import adam
 
 
-def kl_warmup(epoch: int, n_epochs: int) -> float:
-    """Linear KL warm-up: ``min(1, epoch / n_epochs)`` (1 when ``n_epochs`` is 0)."""
-    return 1.0 if n_epochs <= 0 else min(1.0, epoch / n_epochs)
-
-
-class MultiVI(IntegratorModule):
+class MultiVI(VAEPlan):
     """A MultiVI-style VAE for any number of modalities (see ``docs/multivi.md``).
 
     Parameters
@@ -124,23 +116,9 @@ class MultiVI(IntegratorModule):
             n_cells = _cell_table_size(s)
         save_hparams(self, constructor_args(MultiVI, locals()))
         self.module = MultiVAE(
-            s.modalities,
-            s.kinds,
-            s.n_features,
-            s.transforms,
-            s.n_batches,
-            n_hidden=hidden,
-            n_latent=latent,
-            n_layers_encoder=n_layers_encoder,
-            n_layers_decoder=n_layers_decoder,
-            dropout_rate=dropout_rate,
-            gene_likelihood=gene_likelihood,
-            library=library,
-            protein_mixture=protein_mixture,
-            modality_weights=modality_weights,
-            modality_penalty=modality_penalty,
-            penalty_weight=penalty_weight,
-            n_cells=n_cells or 0,
+            Networks.resolve(
+                s, self.hparams, n_hidden=hidden, n_latent=latent, n_cells=n_cells or 0
+            )
         )
         self.module.seen_batches = torch.tensor(s.seen_batches(), dtype=torch.bool)
         # in checkpoints: a later fit of a trained model must not re-initialise its rates
@@ -176,58 +154,25 @@ class MultiVI(IntegratorModule):
         """Checkpoints written before the rate initialisation existed are of trained models."""
         checkpoint["state_dict"].setdefault("protein_rates_initialised", torch.tensor(True))
 
-    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """AdamW for the VAE; Adam for the batch classifier when it is on."""
-        h = self.hparams
-        opts: list[torch.optim.Optimizer] = [
-            adam(
-                self.module.parameters(),
-                decoupled=True,
-                lr=h["lr"],
-                weight_decay=h["weight_decay"],
-                eps=h["eps"],
-            )
-        ]
-        if self.adversary is not None:
-            opts.append(
-                adam(self.adversary.parameters(), lr=h["adversary_lr"], eps=h["adversary_eps"])
-            )
-        return opts
-
     # ------------------------------------------------------------------ training
-    def kl_weight(self) -> float:
-        """KL weight of the current epoch (:func:`kl_warmup`)."""
-        return kl_warmup(self.current_epoch, self.hparams["n_epochs_kl_warmup"])
-
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """One VAE step (ELBO + fool loss), then one classifier step on the detached latent."""
-        opts = self.optimizers()
-        opts = opts if isinstance(opts, list) else [opts]
-        n = batch_size(batch, self.modalities)
-        kl_weight = self.kl_weight()
-        out = self.module.loss(batch, kl_weight)
-        loss = out.loss
-        kappa = self.hparams["adversary_kappa"]
-        codes = batch.get(keys.BATCH)
-        fool = (
-            None if self.adversary is None else fool_loss(self.adversary, out.outputs["z"], codes)
+    def vae_optimizer(self) -> torch.optim.Optimizer:
+        """AdamW for the VAE (the batch classifier's Adam is the shared plan's)."""
+        h = self.hparams
+        return adam(
+            self.module.parameters(),
+            decoupled=True,
+            lr=h["lr"],
+            weight_decay=h["weight_decay"],
+            eps=h["eps"],
         )
-        if fool is not None:
-            loss = loss + kappa * fool
-            out.extras["fool"] = fool
-        manual_step(self, opts[0], loss, self.hparams["gradient_clip_val"])
-        adv = None if fool is None else classifier_loss(self.adversary, out.outputs["z"], codes)
-        if adv is not None:
-            manual_step(self, opts[1], kappa * adv)
-            out.extras["adversary"] = kappa * adv
-        out.extras["kl_weight"] = torch.tensor(kl_weight)
-        log_loss_output(self, "train", out, n)
-        return loss.detach()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        """Validation ELBO (KL weight 1) plus penalty as ``val/loss``."""
-        out = self.module.loss(batch, kl_weight=1.0)
-        log_loss_output(self, "val", out, batch_size(batch, self.modalities))
+    def loss_kwargs(self, stage: str) -> dict[str, Any]:
+        """The KL weight: warmed up in training, 1 for the validation ELBO (``val/loss``)."""
+        return {"kl_weight": self.kl_weight() if stage == "train" else 1.0}
+
+    def step_extras(self, out: LossOutput) -> None:
+        """Log the KL weight of the step."""
+        out.extras["kl_weight"] = torch.tensor(self.kl_weight())
 
     # ------------------------------------------------------------------ interface
     def latents(self, batch: Batch) -> dict[str, Tensor]:
