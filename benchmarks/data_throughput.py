@@ -34,55 +34,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import shlex
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from common import machine, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = "snareseq_mouse_cortex_chen2019"
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "data_throughput.md"
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss is KiB on Linux)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
-
-
-def machine() -> dict[str, Any]:
-    """CPU count, CPU model, total RAM, load average."""
-    info: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu": platform.processor() or platform.machine(),
-        "ram_gb": None,
-        "load_1min": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["ram_gb"] = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    for pkg in ("torch", "numpy", "scipy", "anndata", "lightning"):
-        try:
-            info[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001 - a missing package is just not reported
-            info[pkg] = None
-    return info
 
 
 # ---------------------------------------------------------------------- one dataset (child)
@@ -336,7 +300,8 @@ def main() -> None:
         return
 
     command = " ".join(["python benchmarks/data_throughput.py", shlex.join(sys.argv[1:])]).strip()
-    info = machine()
+    info = machine(("torch", "numpy", "scipy", "anndata", "lightning"))
+    info["ram_gb"] = round(info["ram_gib"], 1)
     info["repeats"] = args.repeats
     env = dict(os.environ)
     env.setdefault("MMINT_DATA_DIR", str((REPO / ".." / "shared" / "data").resolve()))

@@ -31,19 +31,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from common import load, machine, package_versions
 
 DEFAULT_DATA_DIR = "/work/shared/data"
 REAL = "snareseq_mouse_cortex_chen2019"
@@ -68,42 +67,6 @@ NOTES = [
 
 
 # ---------------------------------------------------------------------- machine and timing
-def machine() -> dict[str, Any]:
-    """CPU count, CPU model, total RAM, load average."""
-    info: dict[str, Any] = {
-        "nproc": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-        info["cpu"] = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in cpuinfo.splitlines()
-                if ln.startswith("model name")
-            ),
-            platform.processor(),
-        )
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        mem = Path("/proc/meminfo").read_text().splitlines()
-        kb = {ln.split(":")[0]: int(ln.split()[1]) for ln in mem if ln.split()[1].isdigit()}
-        info["ram_gib"] = kb["MemTotal"] / 2**20
-        info["available_gib"] = kb.get("MemAvailable", 0) / 2**20
-    except (OSError, KeyError):
-        info["ram_gib"] = info["available_gib"] = float("nan")
-    return info
-
-
-def load() -> str:
-    return "/".join(f"{v:.1f}" for v in os.getloadavg())
-
-
 def timed(
     dataset: str, step: str, cells: int, shape: str, fn: Callable[[], Any], repeats: int = 2
 ) -> Any:
@@ -322,13 +285,7 @@ def table() -> str:
 
 def versions() -> str:
     names = ["numpy", "scikit-learn", "scanpy", "scib-metrics", "jax", "torch"]
-    out = []
-    for n in names:
-        try:
-            out.append(f"{n} {version(n)}")
-        except Exception:  # noqa: BLE001 - a missing optional package is reported as such
-            out.append(f"{n} -")
-    return ", ".join(out)
+    return ", ".join(f"{n} {v or '-'}" for n, v in package_versions(*names).items())
 
 
 def report(

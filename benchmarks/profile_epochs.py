@@ -32,13 +32,14 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from common import peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -182,7 +183,7 @@ def epoch_callback(clock: Clock):
             row["other (loop, callbacks, step glue)"] = max(0.0, total - named)
             row["total"] = total
             clock.epochs.append(row)
-            self.rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            self.rss.append(peak_rss_mb())
             self.start = None
 
         def on_train_end(self, trainer, pl_module) -> None:

@@ -16,17 +16,10 @@ Usage::
 
 from __future__ import annotations
 
-import resource
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from common import peak_rss_mb
 
 
 def fit_probe(mode: str | None) -> None:
@@ -39,7 +32,7 @@ def fit_probe(mode: str | None) -> None:
 
     torch.set_num_threads(1)
     _, _, _, dm, model = fit_mod._setup(profile_epochs.config("multivi", 1))
-    print(f"setup: peak RSS {rss_mb():.0f} MB", flush=True)
+    print(f"setup: peak RSS {peak_rss_mb():.0f} MB", flush=True)
     if mode and hasattr(dm, "sparse_batches"):
         dm.sparse_batches = mode == "sparse"
     trainer = L.Trainer(
@@ -55,7 +48,7 @@ def fit_probe(mode: str | None) -> None:
     start = time.process_time()
     trainer.fit(model, datamodule=dm)
     cpu = time.process_time() - start
-    print(f"10 training batches: peak RSS {rss_mb():.0f} MB, {cpu:.1f} CPU s", flush=True)
+    print(f"10 training batches: peak RSS {peak_rss_mb():.0f} MB, {cpu:.1f} CPU s", flush=True)
 
 
 def accumulator_probe() -> None:
@@ -67,9 +60,9 @@ def accumulator_probe() -> None:
     rng = np.random.default_rng(0)
     x = (rng.random((1024, 25734)) < 0.02).astype(np.float32)
     p = rng.random((1024, 25734)).astype(np.float32)
-    before = rss_mb()
+    before = peak_rss_mb()
     PredictionAccumulator(compute_auroc=True).update(x, p)
-    print(f"accumulator update: peak RSS {before:.0f} -> {rss_mb():.0f} MB", flush=True)
+    print(f"accumulator update: peak RSS {before:.0f} -> {peak_rss_mb():.0f} MB", flush=True)
 
 
 if __name__ == "__main__":

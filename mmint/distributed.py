@@ -21,15 +21,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.environments import LightningEnvironment
 
+from mmint.callbacks.divergence import TrainingDiverged
 from mmint.errors import InputError
+
+T = TypeVar("T")
 
 READY_TIMEOUT_S = 600.0
 #: environment variables torch.distributed / Lightning set in rank 0 (restored after a fit)
@@ -313,3 +318,34 @@ def mark_ready(plan: DDPPlan) -> None:
     """Tell rank 0 that this started process is ready to join the process group."""
     assert plan.folder is not None
     (plan.folder / f"ready.{plan.rank}").write_text(str(os.getpid()))
+
+
+def run_ddp(
+    plan: DDPPlan, cfg: dict[str, Any], run_dir: Path, resume: Path | None, train: Callable[[], T]
+) -> T:
+    """Rank 0 of a DDP fit: start the other ranks, ``train()`` with them, wait for them."""
+    launch(plan, cfg, run_dir, str(resume) if resume else None)
+    ok = False
+    try:
+        wait_ready(plan, run_dir)
+        try:
+            out = train()
+        except Exception as err:
+            # a peer that died makes this rank's collective fail: report the peer's error
+            failure = child_failure(plan, run_dir)
+            if failure and not isinstance(err, TrainingDiverged):
+                raise RuntimeError(failure) from err
+            raise
+        ok = True
+    finally:
+        failure = finish(plan, run_dir, ok)
+        close_process_group()
+    if failure:
+        raise RuntimeError(failure)
+    return out
+
+
+def close_process_group() -> None:
+    """Leave the process group so that a later fit in this process can start another."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

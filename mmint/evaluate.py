@@ -6,7 +6,6 @@ scored by the same code on the same cells.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -27,19 +26,8 @@ from mmint.metrics.clustering import (
 from mmint.metrics.prediction import PredictionAccumulator
 from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models.base import Integrator
-
-
-@dataclass
-class Outputs:
-    """What a model gives for a set of cells (numpy, in cell order)."""
-
-    cells: np.ndarray
-    joint: np.ndarray
-    latents: dict[str, np.ndarray]
-    groups: np.ndarray | None
-    prediction: dict[str, dict[str, PredictionAccumulator]] = field(default_factory=dict)
-    #: extra score keys a whole-set model reports for these cells (e.g. WNN modality weights)
-    extra: dict[str, Any] = field(default_factory=dict)
+from mmint.models.cell_outputs import Outputs
+from mmint.models.wholeset import WholeSetIntegrator
 
 
 def _eval_mode(model: Integrator) -> bool:
@@ -59,9 +47,10 @@ def collect(
 ) -> Outputs:
     """Run the model over ``cells`` batch by batch; stream cross-modal predictions into
     accumulators (each in dst's model-input space, on cells that have both modalities) so a
-    large ATAC modality is never densified whole. A whole-set model (one with
-    ``embed_cells``, see ``contracts.md``) gives everything for ``cells`` at once instead."""
-    if hasattr(model, "embed_cells"):
+    large ATAC modality is never densified whole. A whole-set model
+    (:class:`~mmint.models.wholeset.WholeSetIntegrator`, ``embed_cells`` in ``contracts.md``)
+    gives everything for ``cells`` at once instead."""
+    if isinstance(model, WholeSetIntegrator):
         return model.embed_cells(dm, cells, translations=translations, pairs=pairs)
     was_training = _eval_mode(model)
     mods = dm.modalities
@@ -231,7 +220,7 @@ def transfer_scores_for(
 
     truth = dm.true_labels[out.cells]
     ok = truth >= 0
-    if getattr(model, "groups_are_labels", False) and out.groups is not None:
+    if model.groups_are_labels and out.groups is not None:
         pred, how = out.groups, "model classifier"
     else:
         tr = dm.true_labels[train_out.cells]

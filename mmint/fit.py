@@ -6,10 +6,7 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
-import platform
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +17,8 @@ import numpy as np
 import torch
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
-from mmint.callbacks.divergence import DivergenceCheck, TrainingDiverged
+from mmint.callbacks.checkpoints import LastCheckpoint, best_checkpoint
+from mmint.callbacks.divergence import DivergenceCheck
 from mmint.callbacks.progress import FitProgress, progress_mode
 from mmint.callbacks.resume import RandomState
 from mmint.callbacks.timing import peak_rss_mb
@@ -30,16 +28,12 @@ from mmint.data.splits import check_split_sizes
 from mmint.distributed import (
     DDPPlan,
     ParameterSync,
-    child_failure,
     external_rank,
     external_strategy,
-    finish,
-    launch,
     mark_ready,
     plan_for,
-    wait_ready,
+    run_ddp,
 )
-from mmint.errors import InputError
 from mmint.evaluate import evaluate
 from mmint.io import atomic_write, write_json
 from mmint.loggers import finish_wandb, make_loggers
@@ -48,106 +42,15 @@ from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
-from mmint.runlock import LOCK_NAME, folder_lock
-
-#: config keys that do not change results (left out of the config hash)
-_NOT_HASHED = (
-    "logger",
-    "hydra",
-    "command",
-    "trainer.enable_progress_bar",
-    "trainer.ddp_timeout_s",
-    "suite",
-    "run",
-    "explain",
-    "verbose",
-    "split.min_test_cells",
-    "split.min_val_cells",
+from mmint.rundir import (  # noqa: F401 - clean_run_dir, run_dir_state, versions: re-exported
+    check_run_dir,
+    clean_run_dir,
+    config_hash,
+    failed_metrics,
+    run_dir_state,
+    versions,
 )
-
-#: what a run writes; a folder holding any of them without a config.yaml is another run's
-RUN_PRODUCTS = (
-    "config.yaml",
-    "split.json",
-    "metrics.json",
-    "checkpoints",
-    "outputs.h5mu",
-    "predictions",
-    "curves.csv",
-)
-
-
-def config_hash(cfg: Mapping[str, Any]) -> str:
-    """Short hash of everything in the config that can change a run's results."""
-    c = plain(cfg)
-    for key in _NOT_HASHED:
-        node, *rest = key.split(".")
-        if rest and isinstance(c.get(node), dict):
-            c[node].pop(rest[0], None)
-        elif not rest:
-            c.pop(node, None)
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _config_of(run_dir: Path) -> dict[str, Any] | None:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)  # type: ignore[return-value]
-    except Exception:  # noqa: BLE001 - unreadable: not this run's
-        return None
-
-
-def run_dir_state(run_dir: str | Path, cfg: Mapping[str, Any]) -> str:
-    """``empty`` (no run written there), ``same`` (a run of this config, finished or not) or
-    ``other`` (another config's run, or files of unknown origin)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        products = any((run_dir / p).exists() for p in RUN_PRODUCTS)
-        return "other" if products else "empty"
-    old = _config_of(run_dir)
-    return "same" if old is not None and config_hash(old) == config_hash(cfg) else "other"
-
-
-def check_run_dir(run_dir: Path, cfg: Mapping[str, Any]) -> Path | None:
-    """Refuse a run directory that holds another config's run; return its ``last.ckpt`` to
-    resume from when it holds an unfinished (or finished) run of this config."""
-    state = run_dir_state(run_dir, cfg)
-    if state == "other":
-        raise InputError(
-            "the run directory holds another run (a different config, or files without a "
-            "config.yaml)",
-            str(run_dir),
-            "give a new hydra.run.dir, or delete the folder to start over",
-        )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return last if state == "same" and last.exists() else None
-
-
-def clean_run_dir(run_dir: str | Path) -> None:
-    """Remove everything a run wrote in ``run_dir`` (the folder and its lock stay)."""
-    import shutil
-
-    for path in Path(run_dir).iterdir():
-        if path.name == LOCK_NAME:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def versions() -> dict[str, str | None]:
-    """Versions of the packages that decide results."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "lightning", "mmint", "scib_metrics"):
-        try:
-            out[pkg] = version(pkg.replace("_", "-"))
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+from mmint.runlock import folder_lock
 
 
 def _split_model_config(model_cfg: Mapping[str, Any]) -> tuple[str, int | None, int, dict]:
@@ -220,27 +123,10 @@ def train_model(
     Returns the best checkpoint's model and the cost keys (``epochs``, ``seconds_per_epoch``,
     ``cells_per_second``, ``world_size``) plus ``best_epoch`` and the curve correlations.
     """
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     ev = cfg.get("eval", {})
     trainer_cfg = dict(cfg.get("trainer", {}))
-    checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/loss",
-        mode="min",
-        save_top_k=1,
-        enable_version_counter=False,
-    )
-    # save_last on the monitored callback only writes when val/loss improves: a separate
-    # unmonitored one keeps the real last epoch
-    last = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
+    checkpoint = best_checkpoint(run_dir / "checkpoints")
+    last = LastCheckpoint.from_config(run_dir / "checkpoints", trainer_cfg.get("last_checkpoint"))
     metrics = IntegrationMetrics(
         ev.get("every_n_epochs", 5), ev.get("max_curve_cells", 2000), cfg["seed"]
     )
@@ -256,6 +142,11 @@ def train_model(
         RandomState(),
         DivergenceCheck(model.name),
     ]
+    patience = trainer_cfg.get("early_stopping_patience")
+    if patience:
+        from lightning.pytorch.callbacks import EarlyStopping
+
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=int(patience)))
     kwargs = _trainer_kwargs(cfg)
     manual = not getattr(model, "automatic_optimization", True)
     strategy = ddp.strategy() if ddp is not None else external_strategy(trainer_cfg, manual)
@@ -383,32 +274,6 @@ def _what_runs(cfg: dict, run_dir: Path, resume: Path | None) -> str:
     )
 
 
-def failed_metrics(cfg: dict, err: BaseException, start: float | None = None) -> dict[str, Any]:
-    """``metrics.json`` of a failed run: identity, ``status: failed``, the one-line ``error``."""
-    name = cfg.get("model", {}).get("name")
-    out: dict[str, Any] = {
-        "model": name,
-        "data": cfg.get("data", {}).get("name"),
-        "seed": int(cfg.get("seed", 0)),
-        "variant": cfg.get("variant", "default"),
-        "config_hash": config_hash(cfg),
-        "versions": versions(),
-        "status": "failed",
-        "error": error_line(err),
-    }
-    if start is not None:
-        out["fit_seconds"] = time.perf_counter() - start
-    return out
-
-
-def error_line(err: BaseException) -> str:
-    """One line for an error: the message of mmint's own errors, ``Type: message`` else."""
-    text = " ".join(str(err).split())
-    if isinstance(err, InputError | TrainingDiverged) or not text:
-        return text or type(err).__name__
-    return f"{type(err).__name__}: {text}"
-
-
 def _fit(
     cfg: dict,
     run_dir: Path,
@@ -450,7 +315,13 @@ def _fit(
             if ddp is None:
                 best, cost = train_model(model, dm, cfg, run_dir, epochs, loggers, resume)
             else:
-                best, cost = _train_ddp(model, dm, cfg, run_dir, epochs, loggers, resume, ddp)
+                best, cost = run_ddp(
+                    ddp,
+                    cfg,
+                    run_dir,
+                    resume,
+                    lambda: train_model(model, dm, cfg, run_dir, epochs, loggers, resume, ddp),
+                )
         else:
             model.fit_data(dm)
             model.save(run_dir / "checkpoints" / "best.ckpt", dm)
@@ -513,44 +384,6 @@ def _fit(
         return metrics
     finally:
         finish_wandb(loggers)
-
-
-def _train_ddp(
-    model: Integrator,
-    dm: PairedDataModule,
-    cfg: dict,
-    run_dir: Path,
-    epochs: int,
-    loggers: list,
-    resume: Path | None,
-    ddp: DDPPlan,
-) -> tuple[Integrator, dict[str, Any]]:
-    """Rank 0 of a DDP fit: start the other ranks, train with them, wait for them."""
-    launch(ddp, cfg, run_dir, str(resume) if resume else None)
-    ok = False
-    try:
-        wait_ready(ddp, run_dir)
-        try:
-            out = train_model(model, dm, cfg, run_dir, epochs, loggers, resume, ddp)
-        except Exception as err:
-            # a peer that died makes this rank's collective fail: report the peer's error
-            failure = child_failure(ddp, run_dir)
-            if failure and not isinstance(err, TrainingDiverged):
-                raise RuntimeError(failure) from err
-            raise
-        ok = True
-    finally:
-        failure = finish(ddp, run_dir, ok)
-        _close_process_group()
-    if failure:
-        raise RuntimeError(failure)
-    return out
-
-
-def _close_process_group() -> None:
-    """Leave the process group so that a later fit in this process can start another."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 #: an R2 below this is flagged: predictions much worse than predicting the mean

@@ -16,6 +16,7 @@ from mmint.data.backed import is_lazy
 from mmint.data.datamodule import PairedDataModule
 from mmint.evaluate import collect, rows_per_chunk
 from mmint.models.base import Integrator
+from mmint.models.wholeset import WholeSetIntegrator
 
 #: default bound on the test cells whose predictions are written (``eval.prediction_max_cells``;
 #: above it a seeded uniform subsample, :func:`mmint.metrics.alignment.seeded_subsample`)
@@ -84,7 +85,7 @@ def prediction_chunks(
     if hasattr(model, "eval"):
         model.eval()
     size = rows_per_chunk(dm, [dst])
-    if hasattr(model, "predict_cells"):  # a whole-set model (contracts: embed_cells)
+    if isinstance(model, WholeSetIntegrator):  # contracts: embed_cells
         for i in range(0, len(cells), size):
             yield np.asarray(model.predict_cells(dm, src, dst, cells[i : i + size]), np.float32)
         return
@@ -139,7 +140,7 @@ def write_outputs(
     tmp = folder / ".outputs.h5mu.tmp"
     to_mudata(model, dm).write(tmp)
     tmp.replace(written[0])
-    if not getattr(model, "translates", True):  # e.g. totalVI / scANVI adapters: no translations
+    if isinstance(model, WholeSetIntegrator) and not model.translates:  # e.g. totalVI, scANVI
         return written
     for src in dm.modalities:
         for dst in dm.modalities:

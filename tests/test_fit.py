@@ -147,3 +147,15 @@ def test_same_seed_same_metrics(pca_run, tmp_path):
     for key in ("ari", "ari_kmeans", "foscttm", "latent_distance"):
         assert again[key] == pytest.approx(metrics[key], abs=1e-12)
     np.testing.assert_allclose(again["r2"]["rna"]["ephys"], metrics["r2"]["rna"]["ephys"])
+
+
+def test_early_stopping_ends_a_fit_whose_val_loss_stops_improving(tmp_path):
+    """lr 0: val/loss never improves after the first epoch, so patience 2 stops after 3 of 20."""
+    overrides = ["model=unitednet", "logger=csv", *TINY_DATA, "model.max_epochs=20"]
+    overrides += ["eval.scib=false", "eval.leiden=false"]  # the stop is the point, not scores
+    stopped = compose("fit", [*overrides, "model.lr=0.0", "trainer.early_stopping_patience=2"])
+    info = run_fit(stopped, tmp_path / "stopped")
+    assert info["status"] == "ok"
+    assert info["epochs"] == 3
+    # early stopping takes part in the reuse key: the same fit without it is another run
+    assert config_hash(stopped) != config_hash(compose("fit", [*overrides, "model.lr=0.0"]))

@@ -19,6 +19,7 @@ from mmint.benchmark.grid import Suite, expand, passthrough
 from mmint.benchmark.publish import Source, source_controls, write_suite_outputs
 from mmint.benchmark.report import ReportOptions, summary_table
 from mmint.benchmark.runner import Compose, SuiteRun, run_suite
+from mmint.benchmark.studies import write_sections
 from mmint.runlock import folder_lock
 
 
@@ -67,6 +68,8 @@ def _run_benchmark(
     board = write_suite_outputs(
         table, suite_dir, opts, board_opts, controls, umap=suite.umap, echo=echo
     )
+    if suite.sections:
+        write_sections(table, suite_dir, suite.sections)
     if logger_kind == "wandb":
         from mmint.benchmark.wandb_sync import log_suite_summary
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mmint.benchmark.generated import split_datasets
+from mmint.benchmark.studies import check_sections
 from mmint.config import config_dir, plain
 from mmint.errors import InputError
 
@@ -50,6 +52,13 @@ class Suite:
     skip: dict[str, dict[str, str]] = field(default_factory=dict)
     #: leaderboard options (:class:`mmint.benchmark.board.BoardOptions`: clip, weights, ...)
     leaderboard: dict[str, Any] = field(default_factory=dict)
+    #: each run in a fresh process (:mod:`mmint.benchmark.isolate`), capped at ``threads``
+    #: threads and killed after ``timeout_s`` seconds
+    isolate: bool = False
+    threads: int | None = None
+    timeout_s: float | None = None
+    #: study sections of the report (:mod:`mmint.benchmark.studies`: scale, speed, parity)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -89,17 +98,24 @@ class Suite:
             if not c.get(key) and c.get(key) != 0:
                 raise InputError(f"the suite has no '{key}'", f"suite.{key}", f"set suite.{key}")
         floor = c.get("floor", ["pca"])
+        # generated rows (the simulator at given sizes) are datasets whose data overrides
+        # select and size the simulator; the suite's own data_overrides still come after
+        names, generated = split_datasets(_as_list(c["datasets"]))
+        data_overrides = dict(c.get("data_overrides") or {})
+        for name, (base, keys) in generated.items():
+            own = to_overrides(data_overrides.get(name))
+            data_overrides[name] = [f"data={base}", *to_overrides(keys), *own]
         return cls(
             name=str(c["name"]),
             models=[str(m) for m in _as_list(c["models"])],
-            datasets=expand_datasets(_as_list(c["datasets"])),
+            datasets=expand_datasets(names),
             seeds=[int(s) for s in _as_list(c["seeds"])],
             variants=c.get("variants") or {},
             reference=c.get("reference"),
             floor=[str(m) for m in _as_list(floor or [])],
             overrides=c.get("overrides"),
             model_overrides=c.get("model_overrides") or {},
-            data_overrides=c.get("data_overrides") or {},
+            data_overrides=data_overrides,
             model_data_overrides=c.get("model_data_overrides") or {},
             n_jobs=int(c.get("n_jobs") or 1),
             skip_missing_data=bool(c.get("skip_missing_data", True)),
@@ -111,6 +127,10 @@ class Suite:
                 for m, pairs in (c.get("skip") or {}).items()
             },
             leaderboard=dict(c.get("leaderboard") or {}),
+            isolate=bool(c.get("isolate", False)),
+            threads=int(c["threads"]) if c.get("threads") else None,
+            timeout_s=float(c["timeout_s"]) if c.get("timeout_s") else None,
+            sections=check_sections(c.get("sections")),
         )
 
     def skip_notes(self) -> list[str]:
@@ -299,8 +319,10 @@ def missing_dataset(name: str) -> str | None:
     import os
     from pathlib import Path
 
-    from mmint.data.registry import DATA_DIR_ENV, dataset_config
+    from mmint.data.registry import DATA_DIR_ENV, dataset_config, dataset_names
 
+    if name not in dataset_names():  # a generated row (or a typo: its runs fail on compose)
+        return None
     cfg = dataset_config(name)
     if cfg.get("source") != "shared":
         return None

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
+from mmint.benchmark.isolate import isolated
 from mmint.benchmark.results import results_table, run_row, write_results
 from mmint.callbacks.progress import format_seconds, in_ci
 from mmint.io import read_json, write_json
@@ -218,10 +219,11 @@ def _run_suite(
             bar.done(run, f"failed: {error}" if error else f"ok ({secs:.1f} s)", secs)
             save()
 
+        fit_one = isolated(suite) or execute
         if suite.n_jobs <= 1 or len(pending) <= 1:
             for run, cfg in pending:
                 bar.start(run)
-                finished(run, cfg, *execute(cfg, run_dir_of(suite_dir, run)))
+                finished(run, cfg, *fit_one(cfg, run_dir_of(suite_dir, run)))
         else:
             threads = max(1, (os.cpu_count() or 1) // suite.n_jobs)
             ctx = multiprocessing.get_context("spawn")
@@ -229,7 +231,7 @@ def _run_suite(
                 suite.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
             ) as pool:
                 futures = {
-                    pool.submit(execute, cfg, str(run_dir_of(suite_dir, run))): (run, cfg)
+                    pool.submit(fit_one, cfg, str(run_dir_of(suite_dir, run))): (run, cfg)
                     for run, cfg in pending
                 }
                 for fut in as_completed(futures):

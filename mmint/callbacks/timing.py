@@ -10,10 +10,16 @@ from typing import Any
 import lightning as L
 
 
+def maxrss_mb(usage: resource.struct_rusage) -> float:
+    """``ru_maxrss`` of a ``getrusage`` / ``os.wait4`` result in MiB (bytes on macOS, KiB
+    elsewhere)."""
+    peak = usage.ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+    return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
 
 
 class Timing(L.Callback):

@@ -68,8 +68,6 @@ class Groups:
 @torch.no_grad()
 def model_groups(model: Any, dm: Any) -> np.ndarray | None:
     """The model's group code of every cell (``None`` without a group head)."""
-    if getattr(model, "name", None) == "unitednet" and model.task == "pgc_only":
-        return None
     if hasattr(model, "eval"):
         model.eval()
     out = []
@@ -95,10 +93,10 @@ def make_groups(model: Any, dm: Any, by: str = "auto") -> Groups:
     if by in ("auto", "model"):
         codes = model_groups(model, dm)
         if codes is not None:
-            k = int(getattr(getattr(model, "module", None), "n_groups", codes.max() + 1))
+            k = model.group_count() or int(codes.max() + 1)
             names = [str(g) for g in range(k)]
             labels = list(model.spec.label_names)
-            if getattr(model, "groups_are_labels", False) and len(labels) == k:
+            if model.groups_are_labels and len(labels) == k:
                 names = labels  # a classification head: its groups are the label categories
             return Groups(codes, names, "model", {nm: i for i, nm in enumerate(names)})
         if by == "model":

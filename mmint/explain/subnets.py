@@ -1,18 +1,17 @@
 """Explainable sub-networks: plain ``nn.Module`` maps from model inputs to what is explained.
 
-Each model exposes a documented hook (see ``contracts.md``); this module turns the hooks into
-modules that :mod:`mmint.explain.relevance` can hand to shap:
+Each model implements the explain hooks of :class:`~mmint.models.base.Integrator` in its own
+package; this module asks for them (never for a model by name) and hands the modules to
+:mod:`mmint.explain.relevance`:
 
 - :func:`translator` -- ``x_src (n, p_src) -> x_hat_dst (n, p_dst)`` in dst's model-input space
-  (UnitedNet: ``TranslationNet``; CVQVAE: ``CVQVAE.translator``; MultiVI: the posterior mean of
-  src's encoder decoded by dst's decoder, built here; PCA: its ridge map as a linear module);
+  (:meth:`Integrator.translator`);
 - :func:`group_network` -- ``[x_m1, x_m2, ...] (n, sum p_m) -> group probabilities (n, K)``
-  (UnitedNet's ``GroupNet``; ``None`` for models without a group head);
+  (:meth:`Integrator.group_network`; ``None`` for models without a group head);
 - :class:`Columns` -- keeps only some outputs, so that shap explains just those.
 
-Where a hook applies a function (``torch.sigmoid``, ``torch.softmax``) outside a module, the
-module built here puts it in an ``nn.Sigmoid`` / ``nn.Softmax`` module instead, so that shap's
-``DeepExplainer`` sees every non-linearity (it only rescales gradients of modules it knows).
+The hooks put every non-linearity in a module (``nn.Sigmoid``, ``nn.Softmax``), so that shap's
+``DeepExplainer`` sees it (it only rescales gradients of modules it knows).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmint import keys
 from mmint.errors import InputError
 from mmint.models.base import Integrator
 
@@ -39,27 +37,13 @@ class Columns(nn.Module):
         return self.net(x).index_select(1, self.index)
 
 
-class _MultiVITranslator(nn.Module):
-    """MultiVI: src's posterior mean, decoded by dst (``MultiVI.translate`` for one batch)."""
-
-    def __init__(self, module: nn.Module, src: str, dst: str, batch_code: int = 0) -> None:
-        super().__init__()
-        self.module, self.src, self.dst, self.batch_code = module, src, dst, batch_code
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Prediction of dst from src's model input ``x``."""
-        z = self.module.encoders[self.src](x)[0]
-        batch = {keys.BATCH: torch.full((x.shape[0],), self.batch_code, device=x.device)}
-        return self.module.predict(z, batch, self.dst)
-
-
 def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn.Module:
     """The ``src -> dst`` translation of ``model`` as a module on src's model input.
 
     Parameters
     ----------
     model
-        A fitted integrator (UnitedNet, CVQVAE, MultiVI or the PCA baseline).
+        A fitted integrator that implements :meth:`Integrator.translator`.
     src, dst
         Modality names (``src == dst`` is the reconstruction).
     batch_code
@@ -71,37 +55,16 @@ def translator(model: Integrator, src: str, dst: str, batch_code: int = 0) -> nn
             raise InputError(
                 f"unknown modality '{m}'", "explain.pairs", f"use one of {model.modalities}"
             )
-    name = getattr(model, "name", type(model).__name__)
-    if name == "unitednet":
-        from mmint.models.unitednet import TranslationNet
-
-        net: nn.Module = TranslationNet(model.module, src, dst, batch_code=batch_code)
-    elif name == "cvqvae":
-        net = model.translator(src, dst, batch_code=batch_code)
-    elif name == "multivi":
-        net = _MultiVITranslator(model.module, src, dst, batch_code)
-    elif hasattr(model, "translator"):
-        net = model.translator(src, dst)
-    else:
-        raise InputError(
-            f"model '{name}' has no translation hook for explain",
-            "mmint.explain.subnets.translator",
-            "use a unitednet, cvqvae, multivi or pca run",
-        )
-    return net.eval()
+    return model.translator(src, dst, batch_code=batch_code).eval()
 
 
 def group_network(model: Integrator) -> nn.Module | None:
     """Concatenated model inputs (modality order) -> the best head's group probabilities.
 
-    ``None`` when the model has no group head (the baselines, UnitedNet ``pgc_only``). The
-    group layer's rows are L2-normalised first, as before every forward of the model.
+    ``None`` when the model has no group head (the baselines, UnitedNet ``pgc_only``).
     """
-    if getattr(model, "name", None) != "unitednet" or model.task == "pgc_only":
-        return None
-    from mmint.models.unitednet import GroupNet
-
-    return GroupNet(model.module).eval()
+    net = model.group_network()
+    return None if net is None else net.eval()
 
 
 def group_input_widths(model: Integrator) -> dict[str, int]:

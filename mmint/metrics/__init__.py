@@ -5,13 +5,14 @@
 - :mod:`~mmint.metrics.prediction`: R2 (uniform / variance-weighted, degenerate features
   excluded), per-cell Pearson and AUROC, chunked for large sparse matrices;
 - :mod:`~mmint.metrics.alignment`: FOSCTTM and latent distance of paired latents;
-- :mod:`~mmint.metrics.scib`: scib-metrics wrapper (bio conservation, batch correction,
-  modality mixing);
+- :mod:`~mmint.metrics.scib`: the scIB block (bio conservation, batch correction,
+  modality mixing), from the numpy ports of scib-metrics in
+  :mod:`~mmint.metrics.scib_numpy` and :mod:`~mmint.metrics.scib_kmeans`;
 - :mod:`~mmint.metrics.subsample`: the seeded, label-stratified subsample the scIB metrics use
   above ``eval.scib_max_cells`` cells;
 - :mod:`~mmint.metrics.transfer`: label-transfer accuracy and macro F1.
 
-scanpy and scib-metrics are imported only when a function that needs them is called.
+scib-metrics (jax, umap, numba) is imported only for kBET and PCR comparison.
 """
 
 from mmint.metrics.alignment import foscttm, latent_distance

@@ -14,6 +14,14 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from mmint.metrics.leiden import (
+    SCANPY_EXACT_BELOW,
+    igraph_graph,
+    igraph_leiden,
+    scanpy_knn,
+    umap_connectivities,
+)
+
 #: Leiden resolutions searched by :func:`leiden_best` (0.1, 0.2, ..., 2.0), as in scIB.
 DEFAULT_RESOLUTIONS: tuple[float, ...] = tuple(
     float(r) for r in np.round(np.arange(0.1, 2.01, 0.1), 10)
@@ -146,11 +154,12 @@ def leiden_best(
 ) -> dict[str, float]:
     """Leiden clustering at several resolutions, keeping the one with the best NMI (as scIB).
 
-    The neighbour graph is computed once with :func:`scanpy.pp.neighbors` on ``z``
-    (``use_rep="X"``, UMAP connectivities; scanpy uses exact neighbours below 4,096 cells),
-    then :func:`scanpy.tl.leiden` runs with ``flavor="igraph"``, ``n_iterations=2``,
-    ``directed=False`` and ``random_state=seed`` for each resolution. Ties in NMI keep the
-    lowest resolution.
+    The neighbour graph is computed once as :func:`scanpy.pp.neighbors` computes it on ``z``
+    (``use_rep="X"``, UMAP connectivities; exact neighbours below 8,192 cells, reproduced in
+    numpy by :mod:`mmint.metrics.leiden`; from 8,192 cells scanpy itself, whose neighbours are
+    then approximate), then Leiden runs as :func:`scanpy.tl.leiden` with ``flavor="igraph"``,
+    ``n_iterations=2``, ``directed=False`` and ``random_state=seed`` for each resolution. Ties
+    in NMI keep the lowest resolution.
 
     Parameters
     ----------
@@ -171,9 +180,6 @@ def leiden_best(
         ``{"ari", "nmi", "resolution", "n_clusters"}`` of the best-NMI resolution
         (``n_clusters`` is an int).
     """
-    import anndata as ad
-    import scanpy as sc
-
     z = np.asarray(z, dtype=np.float32)
     labels = np.asarray(labels).ravel()
     if z.ndim != 2 or z.shape[0] != labels.shape[0]:
@@ -182,13 +188,19 @@ def leiden_best(
         raise ValueError("resolutions is empty")
     if z.shape[0] < 3:
         raise ValueError(f"leiden_best needs at least 3 cells, got {z.shape[0]}")
-    adata = ad.AnnData(z)
-    sc.pp.neighbors(
-        adata, n_neighbors=min(n_neighbors, z.shape[0] - 1), use_rep="X", random_state=seed
-    )
+    k = min(n_neighbors, z.shape[0] - 1)
+    if z.shape[0] < SCANPY_EXACT_BELOW:
+        graph = igraph_graph(umap_connectivities(*scanpy_knn(z, k)))
+    else:
+        import anndata as ad
+        import scanpy as sc
+
+        adata = ad.AnnData(z)
+        sc.pp.neighbors(adata, n_neighbors=k, use_rep="X", random_state=seed)
+        graph = igraph_graph(adata.obsp["connectivities"])
     best: dict[str, float] | None = None
     for resolution in resolutions:
-        pred = leiden_labels(adata, resolution, seed)
+        pred = igraph_leiden(graph, resolution, seed)
         score = nmi(labels, pred)
         if best is None or score > best["nmi"]:
             best = {
@@ -217,26 +229,11 @@ def leiden_labels(graph, resolution: float, seed: int = 0) -> np.ndarray:
     Returns
     -------
     np.ndarray
-        Cluster name per cell (``flavor="igraph"``, ``n_iterations=2``, undirected).
+        Cluster name per cell, as :func:`scanpy.tl.leiden` with ``flavor="igraph"``,
+        ``n_iterations=2``, undirected (:func:`mmint.metrics.leiden.igraph_leiden`).
     """
-    import anndata as ad
-    import scanpy as sc
-
-    adjacency = None
-    if not isinstance(graph, ad.AnnData):
-        adjacency = graph
-        graph = ad.AnnData(np.zeros((graph.shape[0], 0), dtype=np.float32))
-    sc.tl.leiden(
-        graph,
-        adjacency=adjacency,
-        resolution=float(resolution),
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        random_state=seed,
-        key_added="_leiden",
-    )
-    return np.asarray(graph.obs["_leiden"].astype(str))
+    adjacency = graph.obsp["connectivities"] if hasattr(graph, "obsp") else graph
+    return igraph_leiden(igraph_graph(adjacency), resolution, seed)
 
 
 def class_level_ari(

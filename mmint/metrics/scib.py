@@ -1,22 +1,24 @@
-"""Thin wrapper on scib-metrics: the contracts' ``scib`` block of ``metrics.json``.
+"""The contracts' ``scib`` block of ``metrics.json``: scib-metrics' metrics, computed in numpy.
 
-The scib-metrics metric functions are called directly (not through ``Benchmarker``), with the
-same arguments ``Benchmarker`` gives them, so that:
+The metrics are scib-metrics' (0.5.10), called with the arguments ``Benchmarker`` gives them,
+but all except kBET and PCR comparison run as numpy ports (:mod:`mmint.metrics.scib_numpy`,
+:mod:`mmint.metrics.scib_kmeans`) that agree with scib-metrics to 1e-6 (tested against it):
+importing scib-metrics compiles umap's numba kernels and its JAX kernels are traced per shape,
+tens of CPU seconds per process, more than the arithmetic. So:
 
-- kBET (slow: tens of seconds of JIT compilation) can be switched off;
 - the kNN graph is computed once per embedding, exactly, with
   :class:`sklearn.neighbors.NearestNeighbors`, and subset to the k each metric uses
   (as ``Benchmarker.prepare``: 15 for graph connectivity, 50 for kBET, 90 for LISI);
+- kBET (slow: tens of seconds of JIT compilation) can be switched off; it and
+  ``pcr_comparison`` (only with a pre-integration embedding) still call scib-metrics, which is
+  imported, with jax's persistent compilation cache on
+  (:func:`mmint.metrics.jax_cache.enable_jax_cache`), only then;
 - one batch is handled: the batch-correction metrics are then left out and
   ``batch_correction`` / ``total`` are ``None``.
 
 Aggregates follow ``Benchmarker.get_results(min_max_scale=False)``: each category is the mean
 of its metrics (skipping undefined ones), ``total = 0.6 * bio + 0.4 * batch``; no min-max
 scaling, so the scores do not depend on which other embeddings are compared.
-
-scib-metrics (and jax) are imported lazily, on the first call, because the import takes
-several seconds; jax's persistent compilation cache is turned on then
-(:func:`mmint.metrics.jax_cache.enable_jax_cache`), so compilation is paid once per machine.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from mmint.metrics import scib_numpy as ports
 from mmint.metrics.jax_cache import enable_jax_cache
+from mmint.metrics.scib_kmeans import kmeans_labels
 from mmint.metrics.subsample import stratified_subsample
 
 #: k of the neighbour graph per metric, as in ``Benchmarker`` (capped at ``n_neighbors``).
@@ -86,43 +90,35 @@ def _as_embedding(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def _bras(z: np.ndarray, labels: np.ndarray, batches: np.ndarray) -> float | None:
-    """BRAS, or ``None`` when no label spans two batches (scib-metrics then has nothing to
-    average and raises)."""
-    enable_jax_cache()
-    import scib_metrics
-
-    spans = any(len(np.unique(batches[labels == lab])) > 1 for lab in np.unique(labels))
-    return _float_or_none(scib_metrics.bras(z, labels, batches)) if spans else None
-
-
 def _batch_metrics(
     z: np.ndarray,
     labels: np.ndarray,
     batches: np.ndarray,
-    neighbors,
+    neighbors: ports.Knn,
     kbet: bool,
     x_pre: np.ndarray | None,
 ) -> dict[str, float | None]:
     """The batch-correction metrics, called as ``Benchmarker`` calls them."""
-    enable_jax_cache()
-    import scib_metrics
-
     k = neighbors.n_neighbors
     out: dict[str, float | None] = {
-        "bras": _bras(z, labels, batches),
-        "ilisi_knn": _float_or_none(scib_metrics.ilisi_knn(neighbors, batches)),
+        "bras": ports.bras(z, labels, batches),
+        "ilisi_knn": _float_or_none(ports.ilisi_knn(neighbors, batches)),
     }
     if kbet:
-        out["kbet_per_label"] = _float_or_none(
-            scib_metrics.kbet_per_label(neighbors.subset_neighbors(min(K_KBET, k)), batches, labels)
-        )
+        enable_jax_cache()
+        import scib_metrics
+        from scib_metrics.nearest_neighbors import NeighborsResults
+
+        sub = neighbors.subset(min(K_KBET, k))
+        graph = NeighborsResults(indices=sub.indices, distances=sub.distances)
+        out["kbet_per_label"] = _float_or_none(scib_metrics.kbet_per_label(graph, batches, labels))
     out["graph_connectivity"] = _float_or_none(
-        scib_metrics.graph_connectivity(
-            neighbors.subset_neighbors(min(K_GRAPH_CONNECTIVITY, k)), labels
-        )
+        ports.graph_connectivity(neighbors.subset(min(K_GRAPH_CONNECTIVITY, k)), labels)
     )
     if x_pre is not None:
+        enable_jax_cache()
+        import scib_metrics
+
         out["pcr_comparison"] = _float_or_none(
             scib_metrics.pcr_comparison(np.asarray(x_pre), z, batches, categorical=True)
         )
@@ -139,10 +135,11 @@ def _protocol(k: int, kbet: bool, batch: bool, pcr: bool, seed: int) -> str:
         else "batch correction: none (one batch)"
     )
     return (
-        f"scib-metrics {version('scib-metrics')} metric functions called directly "
-        "(arguments as in Benchmarker); "
+        f"scib-metrics {version('scib-metrics')} metrics (arguments as in Benchmarker), "
+        "numpy ports equal to scib-metrics within 1e-6 except kBET and PCR comparison "
+        "(scib-metrics itself); "
         "bio conservation: isolated_labels (ASW variant), kmeans_nmi and kmeans_ari "
-        f"(scib-metrics JAX KMeans, K = number of labels, seed {seed}), silhouette_label, "
+        f"(scib-metrics' KMeans, K = number of labels, seed {seed}), silhouette_label, "
         f"clisi_knn; {batch_part}; exact Euclidean kNN (sklearn) with k = {k} for LISI, "
         f"{min(K_KBET, k)} for kBET, {min(K_GRAPH_CONNECTIVITY, k)} for graph connectivity; "
         f"kBET {'on' if kbet else 'off'}; no min-max scaling; each category is the mean of "
@@ -195,9 +192,6 @@ def scib_scores(
         e.g. kBET when no label has two batches); ``batch_correction`` and ``total`` are
         ``None`` with one batch.
     """
-    enable_jax_cache()
-    import scib_metrics
-    from scib_metrics.utils import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     z = _as_embedding(z)
@@ -222,17 +216,17 @@ def scib_scores(
         x_pre = None if x_pre is None else np.asarray(x_pre)[keep]
     multi_batch = np.unique(batches).size >= 2
 
-    neighbors = exact_neighbors(z, n_neighbors)
+    neighbors = ports.exact_knn(z, n_neighbors)
 
-    kmeans_pred = KMeans(n_labels, seed=seed).fit(z).labels_
+    kmeans_pred = kmeans_labels(z, n_labels, seed=seed)
     bio: dict[str, float | None] = {
-        "isolated_labels": _float_or_none(scib_metrics.isolated_labels(z, labels, batches)),
+        "isolated_labels": _float_or_none(ports.isolated_labels(z, labels, batches)),
         "kmeans_nmi": _float_or_none(
             normalized_mutual_info_score(labels, kmeans_pred, average_method="arithmetic")
         ),
         "kmeans_ari": _float_or_none(adjusted_rand_score(labels, kmeans_pred)),
-        "silhouette_label": _float_or_none(scib_metrics.silhouette_label(z, labels)),
-        "clisi_knn": _float_or_none(scib_metrics.clisi_knn(neighbors, labels)),
+        "silhouette_label": _float_or_none(ports.silhouette_label(z, labels)),
+        "clisi_knn": _float_or_none(ports.clisi_knn(neighbors, labels)),
     }
     bio_score = _mean_or_none(list(bio.values()))
     metrics = dict(bio)
@@ -313,7 +307,7 @@ def modality_mixing(
     z = np.concatenate(arrays, axis=0)
     modality = np.repeat(np.array(list(latents.keys()), dtype=object), n)
     labels = np.tile(labels, len(arrays))
-    neighbors = exact_neighbors(z, n_neighbors)
+    neighbors = ports.exact_knn(z, n_neighbors)
     out = _batch_metrics(z, labels, modality, neighbors, kbet, x_pre=None)
     out["batch_correction"] = _mean_or_none(list(out.values()))
     return {**out, "subsample": subsample}

@@ -22,6 +22,8 @@ MODELS: dict[str, str] = {
     "scvi_multivi": "mmint.models.scvi_tools.multivi:ScviMultiVI",
     "scvi_totalvi": "mmint.models.scvi_tools.totalvi:ScviTotalVI",
     "scvi_scanvi": "mmint.models.scvi_tools.scanvi:ScviScanVI",
+    # the original UnitedNet run by path from $MMINT_UNITEDNET_ORIGINAL (GPL-3.0, never copied)
+    "unitednet_original": "mmint.models.unitednet_original:UnitedNetOriginal",
 }
 
 

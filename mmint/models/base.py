@@ -9,12 +9,14 @@ Every integrator implements :class:`Integrator`. Trainable ones are also Lightni
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmint.data.spec import DataSpec
+from mmint.errors import InputError
 from mmint.memory import keep_freed_memory
 
 Batch = dict[str, Tensor]
@@ -29,6 +31,10 @@ class Integrator(ABC):
     trains_in_epochs: bool = True
     #: whether batches may hold sparse (CSR) inputs of wide sparse modalities
     accepts_sparse: bool = False
+    #: whether :meth:`predict_groups` gives label codes (a classifier) rather than clusters
+    groups_are_labels: bool = False
+    #: cost keys the model measured itself (e.g. an external tool's epochs), for ``metrics.json``
+    fit_cost: dict[str, Any]
     spec: DataSpec
 
     @property
@@ -53,6 +59,31 @@ class Integrator(ABC):
 
     def predict_groups(self, batch: Batch) -> Tensor | None:
         """Group (cluster or class) code per cell, or ``None`` when the model has no group head."""
+        return None
+
+    # ------------------------------------------------------------- hooks of mmint.explain
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
+        """Explain hook: ``src``'s model input ``(n, p_src)`` -> :meth:`translate`'s prediction
+        of ``dst`` ``(n, p_dst)`` as one ``nn.Module`` (every cell observed in ``src``).
+
+        Non-linearities applied outside modules must be modules here (``nn.Sigmoid``), so that
+        shap's ``DeepExplainer`` can walk the graph. ``batch_code`` is the batch used by
+        decoders that take the batch as a covariate (ignored by the others).
+        """
+        raise InputError(
+            f"model '{self.name}' has no translation hook for explain",
+            "Integrator.translator",
+            "explain a model that implements it (see docs/architecture.md)",
+        )
+
+    def group_network(self) -> nn.Module | None:
+        """Explain hook: concatenated model inputs (modality order) -> group probabilities
+        ``(n, K)`` of :meth:`predict_groups`' head, or ``None`` without a group head."""
+        return None
+
+    def group_count(self) -> int | None:
+        """Number of group codes :meth:`predict_groups` can give (``None``: not fixed by the
+        model, e.g. no group head)."""
         return None
 
 

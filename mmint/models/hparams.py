@@ -9,12 +9,20 @@ that resolves defaults from the data saves the resolved values), so that
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 
 from mmint.config import plain
+from mmint.errors import InputError
+
+
+def check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
+    """One-line :class:`~mmint.errors.InputError` for a setting ``model.<key>`` outside
+    ``allowed``."""
+    if value not in allowed:
+        raise InputError(f"unknown {key} '{value}'", f"model.{key}", f"use one of {list(allowed)}")
 
 
 def constructor_args(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

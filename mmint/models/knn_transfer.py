@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mmint.data.spec import DataSpec
+from mmint.errors import InputError
 from mmint.models.base import Batch
 from mmint.models.hparams import record_hparams
 from mmint.models.pca import PCABaseline
@@ -77,7 +78,11 @@ class KNNTransfer(PCABaseline):
         labels = dm.batch_labels[train]
         cells = train[labels >= 0]
         if len(cells) == 0:
-            raise ValueError("knn_transfer needs labelled training cells")
+            raise InputError(
+                "knn_transfer needs labelled training cells, and has none",
+                "data.label_key",
+                "use a dataset with labels, or another model",
+            )
         self.reference = (self.joint_latent(dm.batch(cells)).numpy(), dm.batch_labels[cells])
         val = dm.cells("val")
         val = val[dm.batch_labels[val] >= 0]

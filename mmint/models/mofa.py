@@ -176,8 +176,9 @@ class MOFA(SavedByAttributes, Integrator):
         pred = z @ self.loadings[dst].T * self.scale[dst] + self.mean[dst]
         return _tensor(pred)
 
-    def translator(self, src: str, dst: str) -> nn.Module:
-        """The (linear) ``src -> dst`` prediction as an ``nn.Linear`` (``mmint explain``'s hook)."""
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
+        """The (linear) ``src -> dst`` prediction as an ``nn.Linear`` (``mmint explain``'s hook;
+        ``batch_code`` is ignored: the map takes no batch)."""
         w, tau = self.loadings[src], self.precision[src]
         k = w.shape[1]
         proj = np.linalg.solve((w * tau[:, None]).T @ w + np.eye(k), (w * tau[:, None]).T)

@@ -130,11 +130,11 @@ class PCABaseline(SavedByAttributes, Integrator):
             pred = np.clip(pred, 0.0, 1.0)
         return torch.from_numpy(pred.astype(np.float32))
 
-    def translator(self, src: str, dst: str) -> nn.Module:
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
         """The unclipped ridge map ``src`` input -> ``dst`` input as one linear layer.
 
         Used by :mod:`mmint.explain` for attributions; equals :meth:`translate` except that
-        a binary target is not clipped to [0, 1].
+        a binary target is not clipped to [0, 1]. ``batch_code`` is ignored (no batch input).
         """
         proj = self.projections[src]
         coef, intercept = self.ridge[(src, dst)]

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Self
 
 import numpy as np
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmint.errors import InputError
-from mmint.evaluate import Outputs
 from mmint.metrics.prediction import PredictionAccumulator
 from mmint.models.base import Batch, Integrator
+from mmint.models.cell_outputs import Outputs
 
 
 @dataclass
@@ -124,4 +124,8 @@ class WholeSetIntegrator(Integrator):
 
     def translate(self, batch: Batch, src: str, dst: str) -> Tensor:
         """Not available: see :meth:`predict_cells`."""
+        raise self._whole_set_only()
+
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
+        """Not available: a whole-set model has no per-batch network to explain."""
         raise self._whole_set_only()

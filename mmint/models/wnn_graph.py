@@ -3,7 +3,7 @@
 The same steps as :func:`muon.pp.neighbors` (muon 0.1.9), which follows Seurat v4's
 ``FindMultiModalNeighbors``; muon searches neighbours approximately with NN-descent and a
 custom numba metric that recompiles on every call (about 20 s each on these CPUs), which is
-why mmint uses this exact version by default. ``benchmarks/wnn_vs_muon.py`` compares the two.
+why mmint uses this exact version by default. The suite ``wnn_graph`` (``mmint benchmark suite=wnn_graph``) compares the two.
 
 For each modality ``m`` with coordinates ``X_m`` (cells x dims):
 
@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import softmax
 from sklearn.neighbors import NearestNeighbors
+
+from mmint.errors import InputError
 
 
 @dataclass
@@ -109,7 +111,7 @@ def wnn_graph(
     mods = list(spaces)
     n = len(next(iter(spaces.values())))
     if n < 4:
-        raise ValueError(f"a WNN graph needs at least 4 cells, got {n}")
+        raise InputError(f"a WNN graph needs at least 4 cells, got {n}", "data", "use more cells")
     k = max(2, min(n_neighbors, n - 1))
     x = {m: np.asarray(z, dtype=np.float64) for m, z in spaces.items()}
     nbrs, nn1, sigma = {}, {}, {}

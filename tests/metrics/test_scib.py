@@ -56,7 +56,9 @@ def _benchmarker(z, labels, batches, x_pre=None, bio=True, batch=True):
             {"labels": labels, "batch": batches}, index=[f"c{i}" for i in range(len(z))]
         ),
     )
-    adata.obsm["X_emb"] = z
+    # a copy: scib-metrics' KMeans centres and un-centres its input in place (float32
+    # rounding), which would change the shared toy for the next test
+    adata.obsm["X_emb"] = z.copy()
     if x_pre is not None:
         adata.obsm["X_pre"] = x_pre
     bm = Benchmarker(

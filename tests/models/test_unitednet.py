@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import math
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from mmint import keys
 from mmint.data import PairedDataModule
@@ -23,6 +20,7 @@ from mmint.models.unitednet import losses as UL
 from mmint.models.unitednet.heads import HeadStats, vote
 
 from ._unitednet_utils import N_FEATURES, _batch, _detached, _spec, _trainer
+from .configs import model_config
 
 torch.set_num_threads(1)
 
@@ -649,7 +647,6 @@ def test_checkpoint_round_trip(tiny_dm, tmp_path):
 
 
 # ------------------------------------------------------------------------ configs
-CONFIGS = Path(__file__).resolve().parents[2] / "mmint" / "conf" / "model"
 PRESET_DATA = {
     "unitednet": {"rna": ("counts", 40), "atac": ("binary", 30), "ephys": ("continuous", 8)},
     "unitednet_patchseq": {
@@ -666,17 +663,9 @@ PRESET_DATA = {
 }
 
 
-def test_default_config_lists_every_constructor_default():
-    cfg = yaml.safe_load((CONFIGS / "unitednet.yaml").read_text())
-    params = list(inspect.signature(UnitedNet.__init__).parameters.values())[2:]
-    assert set(cfg) == {"name", "max_epochs", "batch_size"} | {p.name for p in params}
-    for p in params:
-        assert cfg[p.name] == p.default, p.name
-
-
 @pytest.mark.parametrize("preset", sorted(PRESET_DATA))
 def test_presets_build_and_step(preset):
-    cfg = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
+    cfg = model_config(preset)  # composed: the preset over unitednet.yaml
     mods = PRESET_DATA[preset]
     spec = DataSpec(
         modalities=list(mods),

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from mmint.data.spec import DataSpec
 from mmint.models import build_model
+
+from .configs import model_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "mmint" / "conf" / "model"
 
@@ -166,7 +167,7 @@ def _walk(mlp: nn.Module) -> list[Block]:
 
 
 def _build(preset: str, **overrides):
-    cfg = yaml.safe_load((CONFIGS / f"{preset}.yaml").read_text())
+    cfg = model_config(preset)  # composed: the preset over unitednet.yaml
     dims = ORIGINAL[preset]["dims"]
     binary = {"atac"}
     spec = DataSpec(

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmint.errors import InputError
+from mmint.models.hparams import check_choice
 from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
 from mmint.nn.mlp import MLP
@@ -105,13 +107,19 @@ class CVQVAEModule(nn.Module):
     ) -> None:
         super().__init__()
         if len(modalities) < 2:
-            raise ValueError("CVQVAE needs at least two modalities")
-        if recon_loss not in ("mse", "bce"):
-            raise ValueError(f"recon_loss must be 'mse' or 'bce', got {recon_loss!r}")
-        if input_rep not in ("features", "pca"):
-            raise ValueError(f"input_rep must be 'features' or 'pca', got {input_rep!r}")
+            raise InputError(
+                f"cvqvae needs at least two modalities, got {list(modalities)}",
+                "data",
+                "use a dataset with two or more modalities",
+            )
+        check_choice("recon_loss", recon_loss, ("mse", "bce"))
+        check_choice("input_rep", input_rep, ("features", "pca"))
         if recon_loss == "bce" and input_rep == "pca":
-            raise ValueError("recon_loss='bce' needs input_rep='features' (scores are not 0/1)")
+            raise InputError(
+                "recon_loss 'bce' needs input_rep 'features' (PCA scores are not 0/1)",
+                "model.recon_loss",
+                "set model.input_rep=features, or model.recon_loss=mse",
+            )
         self.modalities = list(modalities)
         self.kinds = dict(kinds)
         self.vq, self.self_recon = vq, self_recon

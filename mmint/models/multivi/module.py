@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.modality import TARGET_SUM
+from mmint.errors import InputError
+from mmint.models.hparams import check_choice
 from mmint.models.loss_output import LossOutput
 from mmint.nn.batch import batch_one_hot
 from mmint.nn.likelihoods import (
@@ -420,10 +422,10 @@ class MultiVAE(nn.Module):
         n_cells: int = 0,
     ) -> None:
         super().__init__()
-        _check_choice("gene_likelihood", gene_likelihood, ("nb", "zinb"))
-        _check_choice("library", library, ("learned", "observed"))
-        _check_choice("modality_weights", modality_weights, ("equal", "universal", "cell"))
-        _check_choice("modality_penalty", modality_penalty, ("jeffreys", "mmd", "none"))
+        check_choice("gene_likelihood", gene_likelihood, ("nb", "zinb"))
+        check_choice("library", library, ("learned", "observed"))
+        check_choice("modality_weights", modality_weights, ("equal", "universal", "cell"))
+        check_choice("modality_penalty", modality_penalty, ("jeffreys", "mmd", "none"))
         self.modalities = list(modalities)
         self.n_batches = n_batches
         # batches with training cells; set by the plan from the data spec (not in checkpoints)
@@ -457,7 +459,11 @@ class MultiVAE(nn.Module):
             elif kinds[m] == "continuous":
                 self.decoders[m] = ContinuousDecoder(*args)
             else:
-                raise ValueError(f"modality {m!r}: unknown kind {kinds[m]!r}")
+                raise InputError(
+                    f"unknown kind '{kinds[m]}' of modality '{m}'",
+                    "data.kinds",
+                    "use counts, binary or continuous",
+                )
         n_mod = len(self.modalities)
         if modality_weights == "equal":
             self.register_buffer("weight_logits", torch.zeros(n_mod))
@@ -580,11 +586,6 @@ class MultiVAE(nn.Module):
 def _sample(mean: Tensor, var: Tensor) -> Tensor:
     """Reparameterised sample of ``N(mean, var)``."""
     return mean + var.sqrt() * torch.randn_like(mean)
-
-
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
 def default_sizes(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmint import keys
 from mmint.data.spec import DataSpec
@@ -24,6 +24,7 @@ from mmint.models.multivi.module import (
     ProteinDecoder,
     default_sizes,
 )
+from mmint.models.multivi.translator import Translator
 from mmint.models.stepping import manual_step
 from mmint.nn.batch import BatchAdversary
 from mmint.nn.optim import adam
@@ -251,6 +252,10 @@ class MultiVI(IntegratorModule):
     def predict_from_joint(self, batch: Batch, dst: str) -> Tensor:
         """Decode ``dst`` from the joint latent (all modalities the cell has)."""
         return self.module.predict(self.joint_latent(batch), batch, dst)
+
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
+        """Explain hook: :meth:`translate` for cells of batch ``batch_code`` as one module."""
+        return Translator(self.module, src, dst, batch_code)
 
 
 def _cell_table_size(spec: DataSpec) -> int:

@@ -1,6 +1,6 @@
 """scvi-tools' MULTIVI (Ashuach et al. 2023) on mmint's cells, scored by mmint's metric path.
 
-Settings are scvi-tools 1.4.2's defaults except the ones ``benchmarks/multivi_parity.py``
+Settings are scvi-tools 1.4.2's defaults except the ones the MultiVI parity study (``benchmarks/results/multivi_parity.md``)
 fixes: ``n_latent`` 20, 200 epochs, no early stopping (the last epoch is scored). The hidden
 width is scvi-tools' own rule, ``min(128, int(sqrt(n_regions or n_genes)))``.
 """

@@ -1,6 +1,6 @@
 """scvi-tools' totalVI (Gayoso et al. 2021) on CITE-seq cells, scored by mmint's metric path.
 
-scvi-tools 1.4.2's defaults except the settings ``benchmarks/multivi_parity.py`` fixes for
+scvi-tools 1.4.2's defaults except the settings the MultiVI parity study (``benchmarks/results/multivi_parity.md``) fixes for
 MULTIVI: ``n_latent`` 20 (totalVI's default as well), 200 epochs, no early stopping. totalVI has
 one encoder over RNA and protein together, so it has no per-modality latent (alignment scores
 do not apply), and a prediction from one modality feeds zeros for the other, which totalVI was

@@ -4,7 +4,8 @@
 ``plan`` the LightningModule with the schedules. See ``docs/unitednet.md``.
 """
 
-from mmint.models.unitednet.module import GroupNet, TranslationNet, UnitedNetModule
+from mmint.models.unitednet.hooks import GroupNet, TranslationNet
+from mmint.models.unitednet.module import UnitedNetModule
 from mmint.models.unitednet.plan import UnitedNet
 
 __all__ = ["GroupNet", "TranslationNet", "UnitedNet", "UnitedNetModule"]

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mmint import keys
 from mmint.models.base import Batch
 from mmint.models.inputs import dense, step_inputs
+from mmint.models.unitednet.module import GroupNet, TranslationNet
 from mmint.nn.batch import batch_one_hot
 
 
@@ -42,6 +43,21 @@ class UnitedNetAPI:
         x, masks = self._inputs(batch)
         z = self.module.encode(self._noised(x, masks), masks)
         return self.module.head_outputs(z, masks, [self.module.best()])[0][2].argmax(dim=1)
+
+    # ------------------------------------------------------------- hooks of mmint.explain
+    def translator(self, src: str, dst: str, batch_code: int = 0) -> nn.Module:
+        """Explain hook: ``E_src`` then ``D_dst`` (with the batch covariate ``batch_code`` when
+        the decoders take one, a sigmoid for a binary target) as a :class:`TranslationNet`."""
+        return TranslationNet(self.module, src, dst, batch_code=batch_code)
+
+    def group_network(self) -> nn.Module | None:
+        """Explain hook: the best head's :class:`GroupNet` (``None`` for ``pgc_only``). Its
+        group-layer rows are L2-normalised first, as before every forward of the model."""
+        return None if self.task == "pgc_only" else GroupNet(self.module)
+
+    def group_count(self) -> int | None:
+        """Clusters / classes per head (``None`` for ``pgc_only``)."""
+        return None if self.task == "pgc_only" else int(self.module.n_groups)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Older checkpoints: no best-head votes, group-layer rows normalised (they used to

@@ -9,6 +9,7 @@ from typing import Any
 from mmint.config import plain
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
+from mmint.models.hparams import check_choice
 from mmint.nn.balancing import METHODS as BALANCING_METHODS
 from mmint.nn.encoders import ENCODERS
 
@@ -21,12 +22,6 @@ BATCH_CORRECTIONS = ("none", "covariate", "adversarial")
 
 Hidden = Sequence[int] | Mapping[str, Sequence[int]] | None
 PerModality = float | Mapping[str, float]
-
-
-def check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
-    """One-line error for a value outside ``allowed``."""
-    if value not in allowed:
-        raise InputError(f"unknown {key} '{value}'", f"model.{key}", f"use one of {list(allowed)}")
 
 
 def default_group_mode(task: str, spec: DataSpec) -> str:

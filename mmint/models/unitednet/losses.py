@@ -218,31 +218,36 @@ def gaussian_kernel(hidden: Tensor, rel_sigma: float = 0.15) -> Tensor:
     The median is ``torch.median`` (the lower median) of all ``B^2`` squared distances, the
     zero diagonal included, detached and floored at ``EPS``; small negative squared distances
     from rounding are set to zero. This is the DDC implementation the reference uses.
+    ``hidden`` is ``(B, p)``, or ``(H, B, p)`` for ``H`` heads at once (one median each).
     """
-    sq = torch.cdist(hidden, hidden).pow(2) if hidden.shape[0] > 0 else hidden.new_zeros((0, 0))
-    sq = F.relu(sq)
-    sigma2 = (rel_sigma * torch.median(sq.detach())).clamp_min(EPS)
-    return torch.exp(-sq / (2 * sigma2))
+    if hidden.shape[-2] == 0:
+        return hidden.new_zeros((*hidden.shape[:-2], 0, 0))
+    sq = F.relu(torch.cdist(hidden, hidden).pow(2))
+    median = sq.detach().flatten(-2).median(dim=-1).values  # the lower median, as torch.median
+    sigma2 = (rel_sigma * median).clamp_min(EPS)
+    return torch.exp(-sq / (2 * sigma2[..., None, None]))
 
 
 def cauchy_schwarz_divergence(assign: Tensor, kernel: Tensor) -> Tensor:
     """DDC's ``d_cs``: mean over cluster pairs ``c < c'`` of ``N_cc' / sqrt(N_cc N_c'c')``.
 
     ``N = assign^T kernel assign`` (entries floored at ``EPS``, the product of diagonals at
-    ``EPS^2``); the sum over ``c < c'`` is scaled by ``2 / (K (K - 1))``.
+    ``EPS^2``); the sum over ``c < c'`` is scaled by ``2 / (K (K - 1))``. ``assign`` ``(B, K)``
+    and ``kernel`` ``(B, B)``, or with a leading heads dimension (one value per head).
     """
-    k = assign.shape[1]
+    k = assign.shape[-1]
     if k < 2:
-        return assign.sum() * 0.0
-    nom = assign.T @ kernel @ assign
-    diag = torch.diagonal(nom)
-    dnom = (diag[:, None] * diag[None, :]).clamp_min(EPS**2)
+        return assign.sum(dim=(-2, -1)) * 0.0
+    nom = assign.transpose(-2, -1) @ kernel @ assign
+    diag = torch.diagonal(nom, dim1=-2, dim2=-1)
+    dnom = (diag[..., :, None] * diag[..., None, :]).clamp_min(EPS**2)
     ratio = nom.clamp_min(EPS) / dnom.sqrt()
-    return 2.0 / (k * (k - 1)) * torch.triu(ratio, diagonal=1).sum()
+    return 2.0 / (k * (k - 1)) * torch.triu(ratio, diagonal=1).sum(dim=(-2, -1))
 
 
 def ddc_loss(probs: Tensor, hidden: Tensor, rel_sigma: float = 0.15) -> Tensor:
-    """Deep divergence-based clustering loss ``L1 + L3`` of one head.
+    """Deep divergence-based clustering loss ``L1 + L3`` of one head (or of ``H`` heads at once:
+    ``probs`` ``(H, B, K)``, ``hidden`` ``(H, B, p)``, one value per head).
 
     ``L1 = d_cs(A, K)`` on the soft assignments ``A``; ``L3 = d_cs(M, K)`` with
     ``M_ic = exp(-|a_i - e_c|^2)`` (closeness of each assignment to the simplex corners).
@@ -250,27 +255,36 @@ def ddc_loss(probs: Tensor, hidden: Tensor, rel_sigma: float = 0.15) -> Tensor:
     is not part of the reference (its self-entropy loss plays that role).
     """
     kernel = gaussian_kernel(hidden, rel_sigma)
-    eye = torch.eye(probs.shape[1], device=probs.device, dtype=probs.dtype)
+    eye = torch.eye(probs.shape[-1], device=probs.device, dtype=probs.dtype)
+    eye = eye.expand(*probs.shape[:-2], *eye.shape)
     corners = torch.exp(-torch.cdist(probs, eye).pow(2))
     return cauchy_schwarz_divergence(probs, kernel) + cauchy_schwarz_divergence(corners, kernel)
 
 
 def self_entropy_loss(probs: Tensor) -> Tensor:
-    """Negative entropy of the mean assignment ``sum_c pbar_c log pbar_c`` (favours balance)."""
-    mean = probs.mean(dim=0)
-    return torch.special.xlogy(mean, mean).sum()
+    """Negative entropy of the mean assignment ``sum_c pbar_c log pbar_c`` (favours balance);
+    ``probs`` ``(B, K)`` or ``(H, B, K)`` (one value per head)."""
+    mean = probs.mean(dim=-2)
+    return torch.special.xlogy(mean, mean).sum(dim=-1)
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor, class_weights: Tensor | None) -> Tensor:
     """Class-weighted cross-entropy over labelled cells; label ``-1`` never enters it.
 
     As in torch, the weighted mean divides by the sum of the weights of the labelled cells'
-    classes. Zero (with a graph) when the batch has no labelled cell.
+    classes. Zero (with a graph) when the batch has no labelled cell. ``logits`` ``(B, K)``, or
+    ``(H, B, K)`` for ``H`` heads (one value per head).
     """
     labelled = labels >= 0
     if not bool(labelled.any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[labelled], labels[labelled], weight=class_weights)
+        return logits.sum(dim=(-2, -1)) * 0.0
+    y = labels[labelled]
+    if logits.dim() == 2:
+        return F.cross_entropy(logits[labelled], y, weight=class_weights)
+    lg = logits[:, labelled].permute(1, 2, 0)  # (n, K, H): classes on dim 1
+    nll = F.cross_entropy(lg, y[:, None].expand(-1, lg.shape[2]), class_weights, reduction="none")
+    total = class_weights[y].sum() if class_weights is not None else nll.new_tensor(len(y))
+    return nll.sum(dim=0) / total
 
 
 def _zero(items: Sequence) -> Tensor:

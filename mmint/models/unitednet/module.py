@@ -9,96 +9,18 @@ modalities each cell has), a projector and a cosine-style group layer. Any trans
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 import mmint.models.unitednet.losses as L
+from mmint.models.unitednet.batched import call_stacked, frozen, row_independent
 from mmint.models.unitednet.config import FUSERS, LATENT_PROJECTORS, Networks
-from mmint.nn.batch import AppendConstant
+from mmint.models.unitednet.group_heads import GroupHead, WeightedMeanFuser, stacked_heads
 from mmint.nn.encoders import ResidualMLP, VariationalLatent, gaussian_kl
 from mmint.nn.mlp import MLP
-
-_EPS = 1e-12
-
-
-class WeightedMeanFuser(nn.Module):
-    """Softmax-weighted mean of the modality latents, over the modalities a cell has.
-
-    Parameters
-    ----------
-    n_modalities
-        Number of modalities ``M``.
-    latent_dim
-        Latent width ``d``.
-    per_feature
-        One weight vector per latent dimension (``feature_weighted_mean``) instead of one for
-        all dimensions (``weighted_mean``).
-    """
-
-    def __init__(self, n_modalities: int, latent_dim: int, per_feature: bool = False) -> None:
-        super().__init__()
-        shape = (latent_dim, n_modalities) if per_feature else (n_modalities,)
-        self.per_feature = per_feature
-        self.theta = nn.Parameter(torch.empty(shape))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """All logits ``1/M``: equal weights, as in the reference."""
-        nn.init.constant_(self.theta, 1.0 / self.theta.shape[-1])
-
-    def weights(self) -> Tensor:
-        """Softmax weights over modalities, ``(M,)`` or ``(d, M)``."""
-        return torch.softmax(self.theta, dim=-1)
-
-    def forward(self, z: Tensor, mask: Tensor) -> Tensor:
-        """Fuse ``z`` ``(B, M, d)`` with mask ``(B, M)`` into ``(B, d)``.
-
-        A cell's weights are renormalised over its observed modalities; a cell with none gets 0.
-        """
-        w = self.weights()
-        w = w.T if self.per_feature else w[:, None]  # (M, d) or (M, 1)
-        wm = w[None] * mask[:, :, None]
-        return (wm * z).sum(dim=1) / wm.sum(dim=1).clamp_min(_EPS)
-
-
-class GroupHead(nn.Module):
-    """Fuser -> projector ``Linear(d, p) [+ LayerNorm + ReLU]`` -> group layer (no bias).
-
-    The group layer's weight rows are L2-normalised in place before every use
-    (:meth:`normalize_`), which makes its logits cosine-style in the prototypes.
-    """
-
-    def __init__(
-        self,
-        n_modalities: int,
-        latent_dim: int,
-        n_groups: int,
-        projector_dim: int = 100,
-        per_feature: bool = False,
-        projector_norm: bool = True,
-    ) -> None:
-        super().__init__()
-        self.fuser = WeightedMeanFuser(n_modalities, latent_dim, per_feature)
-        layers: list[nn.Module] = [nn.Linear(latent_dim, projector_dim)]
-        if projector_norm:
-            layers += [nn.LayerNorm(projector_dim), nn.ReLU()]
-        self.projector = nn.Sequential(*layers)
-        self.classifier = nn.Linear(projector_dim, n_groups, bias=False)
-
-    @torch.no_grad()
-    def normalize_(self) -> None:
-        """L2-normalise the group layer's weight rows in place."""
-        w = self.classifier.weight
-        w.div_(w.norm(dim=1, keepdim=True).clamp_min(_EPS))
-
-    def forward(self, z: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(fused (B, d), hidden (B, p), logits (B, K))`` from ``z`` ``(B, M, d)``."""
-        fused = self.fuser(z, mask)
-        hidden = self.projector(fused)
-        return fused, hidden, self.classifier(hidden)
 
 
 class UnitedNetModule(nn.Module):
@@ -337,22 +259,30 @@ class UnitedNetModule(nn.Module):
         z: dict[str, Tensor],
         targets: dict[str, Tensor],
         masks: dict[str, Tensor],
-        cross: bool,
+        cross: bool | None,
         cov: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor, bool, str, str]]:
-        """``(pred, target, binary, dst, src)`` for the diagonal (``cross=False``) or the
-        off-diagonal pairs, over the cells that have both modalities."""
+        """``(pred, target, binary, dst, src)`` for the diagonal (``cross=False``), the
+        off-diagonal (``True``) or all (``None``) pairs, over the cells that have both
+        modalities; in ``(dst, src)`` order. A decoder decodes all its sources in one call
+        when that gives the same values (:func:`~.batched.call_stacked`)."""
         terms = []
         for dst in self.modalities:
+            parts = []
             for src in self.modalities:
-                if (dst == src) == cross:
+                if cross is not None and (dst == src) == cross:
                     continue
                 both = (masks[dst] > 0) & (masks[src] > 0)
                 zz, tt, cc = z[src], targets[dst], cov
                 if not bool(both.all()):
                     zz, tt = zz[both], tt[both]
                     cc = None if cc is None else cc[both]
-                terms.append((self.decode(zz, dst, cov=cc), tt, self.binary[dst], dst, src))
+                if cc is not None:
+                    zz = torch.cat([zz, cc], dim=1)
+                parts.append((zz, tt, src))
+            preds = call_stacked(self.decoders[dst], [p[0] for p in parts])
+            for y, (_, tt, src) in zip(preds, parts, strict=True):
+                terms.append((y, tt, self.binary[dst], dst, src))
         return terms
 
     def pgc_losses(
@@ -371,6 +301,7 @@ class UnitedNetModule(nn.Module):
         groups: Tensor | None = None,
         cov: Tensor | None = None,
         strata: Tensor | None = None,
+        train_discriminators: bool = True,
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Unweighted prediction / translation / contrastive / generator losses.
 
@@ -394,6 +325,9 @@ class UnitedNetModule(nn.Module):
             Decoder covariates per cell (the one-hot batch), when the decoders take them.
         strata
             Batch code per cell: contrastive negatives from the anchor's batch only.
+        train_discriminators
+            Whether the generator loss's graph reaches the discriminators' parameters (only
+            when one optimizer steps translation and discriminators together).
 
         Returns
         -------
@@ -405,12 +339,14 @@ class UnitedNetModule(nn.Module):
         """
         z = self.encode(inputs, masks) if z is None else z
         out: dict[str, Tensor] = {}
-        recon = self.translation_terms(z, targets, masks, cross=False, cov=cov)
+        if self.n_covariates and cov is None:
+            raise ValueError("the decoders take covariates: pass cov (the one-hot batch)")
+        cross = translation and len(self.modalities) > 1
+        terms = self.translation_terms(z, targets, masks, cross=None if cross else False, cov=cov)
+        recon = [t for t in terms if t[3] == t[4]]
         out["reconstruction"] = L.mean_distance([t[:3] for t in recon])
-        if translation and len(self.modalities) > 1:
-            out["translation"] = L.mean_distance(
-                [t[:3] for t in self.translation_terms(z, targets, masks, cross=True, cov=cov)]
-            )
+        if cross:
+            out["translation"] = L.mean_distance([t[:3] for t in terms if t[3] != t[4]])
         if contrastive and len(self.modalities) > 1:
             if groups is None:
                 with torch.no_grad():
@@ -430,7 +366,14 @@ class UnitedNetModule(nn.Module):
             scores = []
             for pred, _, binary, m, _ in recon:
                 fake = torch.sigmoid(pred) if binary else pred
-                scores.append(self.discriminate(fake, m))
+                # the discriminators' own gradients of this loss are never used (their
+                # optimizer zeroes them first) unless one optimizer steps both
+                with (
+                    contextlib.nullcontext()
+                    if train_discriminators
+                    else frozen(self.discriminators[m])
+                ):
+                    scores.append(self.discriminate(fake, m))
                 fakes[m] = fake.detach()
             out["generator"] = L.generator_loss(scores)
         return out, fakes
@@ -439,12 +382,17 @@ class UnitedNetModule(nn.Module):
         self, targets: dict[str, Tensor], fakes: dict[str, Tensor], masks: dict[str, Tensor]
     ) -> Tensor:
         """LSGAN discriminator loss on observed real cells and detached reconstructions."""
-        real = []
+        real, fake = {}, {}
         for m in fakes:
             obs = masks[m] > 0
             x = targets[m] if bool(obs.all()) else targets[m][obs]
-            real.append(self.discriminate(x, m))
-        return L.discriminator_loss(real, [self.discriminate(fakes[m], m) for m in fakes])
+            if row_independent(self.discriminators[m]):  # draws no random numbers
+                real[m], fake[m] = call_stacked(self.discriminators[m], [x, fakes[m]])
+            else:
+                real[m] = self.discriminate(x, m)
+        # the others in the original order (reals, then fakes): the same dropout draws
+        fake.update({m: self.discriminate(fakes[m], m) for m in fakes if m not in fake})
+        return L.discriminator_loss([real[m] for m in fakes], [fake[m] for m in fakes])
 
     def group_losses(
         self,
@@ -470,82 +418,21 @@ class UnitedNetModule(nn.Module):
         logits
             The best head's logits ``(B, K)``.
         """
-        outs = self.head_outputs(z, masks)
+        zs, mask = self.stack(z, masks)
+        _, hidden, logits = stacked_heads(self.heads, zs, mask)  # (H, B, .)
         if mode == "classification":
             assert labels is not None
-            ce = [L.cross_entropy_loss(lg, labels, class_weights) for _, _, lg in outs]
-            losses = {"cross_entropy": torch.stack(ce)}
+            losses = {"cross_entropy": L.cross_entropy_loss(logits, labels, class_weights)}
         else:
-            any_obs = torch.stack([masks[m] > 0 for m in self.modalities]).any(0)
-            ddc, ent = [], []
-            for _, hidden, lg in outs:
-                if not bool(any_obs.all()):
-                    hidden, lg = hidden[any_obs], lg[any_obs]
-                probs = torch.softmax(lg, dim=1)
-                ddc.append(L.ddc_loss(probs, hidden, rel_sigma))
-                ent.append(L.self_entropy_loss(probs))
-            losses = {"ddc": torch.stack(ddc), "self_entropy": torch.stack(ent)}
-        return losses, outs[self.best()][2]
-
-
-class TranslationNet(nn.Sequential):
-    """``x_src -> x_hat_dst`` (probabilities for a binary target): a hook for explainers.
-
-    A plain sequence of modules (encoder, [batch covariate], decoder, [sigmoid]), so that
-    explainers that walk the module graph (shap's DeepExplainer) can use it as it is. With
-    batch-conditioned decoders the covariate is fixed: batch ``batch_code``, or with ``None``
-    the uniform mix of the batches (a prediction averaged over batches in its input).
-    """
-
-    def __init__(
-        self, module: UnitedNetModule, src: str, dst: str, batch_code: int | None = None
-    ) -> None:
-        k = module.n_covariates
-        layers: dict[str, nn.Module] = {"encoder": module.encoders[src]}
-        if k:
-            cov = torch.full((k,), 1.0 / k)
-            if batch_code is not None:
-                cov = torch.zeros(k)
-                cov[batch_code] = 1.0
-            layers["covariate"] = AppendConstant(cov)
-        layers["decoder"] = module.decoders[dst]
-        if module.binary[dst]:
-            layers["sigmoid"] = nn.Sigmoid()
-        super().__init__(OrderedDict(layers))
-        self.binary = module.binary[dst]
-
-    @property
-    def cov(self) -> Tensor:
-        """The decoder covariate row ``(1, n_batches)`` (``(1, 0)`` without one)."""
-        if "covariate" in self._modules:
-            return self.covariate.row
-        return torch.zeros(1, 0)
-
-
-class GroupNet(nn.Module):
-    """Concatenated inputs of all modalities -> the best head's group probabilities.
-
-    A hook for explainers; every cell is taken to have every modality. It holds only the
-    encoders and the best head (chosen, and its group-layer rows L2-normalised as before
-    every forward of the model, when the hook is built), with the softmax as a module, so
-    that shap's DeepExplainer can walk it.
-    """
-
-    def __init__(self, module: UnitedNetModule) -> None:
-        super().__init__()
-        head = module.heads[module.best()]
-        head.normalize_()
-        self.encoders = nn.ModuleList(module.encoders[m] for m in module.modalities)
-        self.widths = [e.net[0].in_features for e in self.encoders]
-        self.fuser, self.projector, self.classifier = head.fuser, head.projector, head.classifier
-        self.softmax = nn.Softmax(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Group probabilities ``(B, K)``."""
-        parts = torch.split(x, self.widths, dim=1)
-        z = torch.stack([e(p) for e, p in zip(self.encoders, parts, strict=True)], dim=1)
-        mask = x.new_ones(x.shape[0], len(self.widths))
-        return self.softmax(self.classifier(self.projector(self.fuser(z, mask))))
+            any_obs = mask.amax(dim=1) > 0
+            if not bool(any_obs.all()):
+                hidden, logits = hidden[:, any_obs], logits[:, any_obs]
+            probs = torch.softmax(logits, dim=-1)
+            losses = {
+                "ddc": L.ddc_loss(probs, hidden, rel_sigma),
+                "self_entropy": L.self_entropy_loss(probs),
+            }
+        return losses, logits[self.best()]
 
 
 def _kaiming(module: nn.Module) -> None:

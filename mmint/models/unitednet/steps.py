@@ -149,6 +149,7 @@ class UnitedNetSteps:
             groups=groups,
             cov=self._cov(batch) if correct else None,
             strata=batch[keys.BATCH] if correct else None,
+            train_discriminators=self.deviations.shared_discriminator_optimizer,
         )
 
     def _targets(self, x: dict[str, Tensor], noised: dict[str, Tensor]) -> dict[str, Tensor]:
