@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from mmint import keys
 from mmint.models.base import Batch
 from mmint.models.inputs import dense, step_inputs
-from mmint.models.unitednet.module import GroupNet, TranslationNet
+from mmint.models.unitednet.hooks import GroupNet, TranslationNet
 from mmint.nn.batch import batch_one_hot
 
 
