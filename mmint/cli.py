@@ -8,6 +8,8 @@ exits 2 with one line ``error: <what> (<where>) - <how to fix>`` on stderr, no t
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -77,12 +79,53 @@ def _check_group_choices(overrides: list[str]) -> None:
 
 
 def compose(command: str, overrides: list[str]) -> Any:
-    """Compose the config with Hydra (no run directory), as tests and ``validate`` do."""
+    """Compose the config with Hydra (no run directory), as tests and ``validate`` do.
+
+    Raises
+    ------
+    mmint.errors.InputError
+        For an override Hydra refuses (a key that does not exist, bad syntax, an unknown
+        config choice), with the one line of :func:`override_error`.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.errors import HydraException
 
     with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
-        return hydra_compose("config", overrides=[f"command={command}", *overrides])
+        try:
+            return hydra_compose("config", overrides=[f"command={command}", *overrides])
+        except HydraException as err:
+            raise override_error(err, command) from None
+
+
+_NO_KEY = re.compile(r"Could not override '([^']+)'")
+
+
+def override_error(err: Exception, command: str = "fit") -> InputError:
+    """Hydra's refusal of an override as one :class:`InputError` line."""
+    text = str(err)
+    if (m := _NO_KEY.search(text)) and "To append to your config" in text:
+        key = m.group(1)
+        return InputError(
+            f"unknown config key '{key}'",
+            f"{key}=",
+            f"check its spelling (mmint {command} --cfg job lists every key), or add a new "
+            f"key with +{key}=<value>",
+        )
+    first = " ".join(text.strip().splitlines()[0].split()) if text.strip() else type(err).__name__
+    return InputError(
+        first, "overrides", f"fix the override (mmint {command} --cfg job shows the config)"
+    )
+
+
+def check_overrides(command: str, argv: list[str]) -> None:
+    """Compose once before Hydra runs the command, so that an override Hydra refuses is the
+    one-line error (exit 2) of :func:`override_error` rather than Hydra's text (exit 1).
+    Sweeps (``-m``), ``--cfg``/``--info`` and ``hydra.*`` overrides are left to Hydra."""
+    flags, overrides = split_hydra_flags(argv)
+    if flags:
+        return
+    compose(command, [o for o in overrides if not o.lstrip("+~").startswith("hydra")])
 
 
 def compose_run(overrides: list[str]) -> dict[str, Any]:
@@ -221,14 +264,27 @@ def _guarded(task: Callable[[Any], None]) -> Callable[[Any], None]:
 
         from mmint.callbacks.divergence import TrainingDiverged
         from mmint.console import TRACEBACK_LOGGER, setup_console
+        from mmint.io import WriteFailed
 
         verbose = bool(cfg.get("verbose", False))
         setup_console(verbose)
         try:
             task(cfg)
+        except KeyboardInterrupt:
+            args = [a for a in sys.argv[1:] if not a.startswith("command=")]
+            if not any(a.startswith("hydra.run.dir=") for a in args):
+                from hydra.core.hydra_config import HydraConfig
+
+                args.append(f"hydra.run.dir={HydraConfig.get().runtime.output_dir}")
+            print(
+                f"interrupted - finished results are kept; rerun the same command to resume: "
+                f"{sys.argv[0]} {shlex.join(args)}",
+                file=sys.stderr,
+            )
+            raise SystemExit(130) from None
         except InputError as err:
             fail(err)
-        except TrainingDiverged as err:
+        except (TrainingDiverged, WriteFailed) as err:
             fail(err, code=1)
         except Exception as err:
             if verbose:
@@ -337,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         if command == "validate":
             print(validate(compose(command, overrides)))
             return
+        check_overrides(command, rest)
     except InputError as err:
         fail(err)
     task = TASKS[command]

@@ -6,7 +6,9 @@ command line composes that config with Hydra and calls :func:`run_fit`.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
+from mmint.callbacks.checkpoint_io import AtomicCheckpointIO
 from mmint.callbacks.checkpoints import LastCheckpoint, best_checkpoint
 from mmint.callbacks.divergence import DivergenceCheck
 from mmint.callbacks.progress import FitProgress, progress_mode
@@ -42,12 +45,14 @@ from mmint.metrics.subsample import SCIB_MAX_CELLS
 from mmint.models import build_model, model_class
 from mmint.models.base import Integrator
 from mmint.outputs import PREDICTION_MAX_CELLS, write_outputs
+from mmint.reuse import record as record_reuse
 from mmint.rundir import (  # noqa: F401 - clean_run_dir, run_dir_state, versions: re-exported
     check_run_dir,
     clean_run_dir,
     config_hash,
     failed_metrics,
     run_dir_state,
+    start_run,
     versions,
 )
 from mmint.runlock import folder_lock
@@ -168,11 +173,20 @@ def train_model(
         # counts); validation runs on all val cells in every process, so val/loss and the
         # checkpoint choice agree across processes without a reduction
         use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
         **kwargs,
     )
     if ddp is not None and ddp.is_child:
         mark_ready(ddp)
-    trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        # Lightning turns Ctrl-C into exit(1) and ignores Ctrl-C from then on: give the
+        # caller (a suite, the command line) the interrupt back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt from None
     if not trainer.is_global_zero:
         return model, {}
     best_path = checkpoint.best_model_path
@@ -255,12 +269,17 @@ def run_fit(
         return {}
     with folder_lock(run_dir, "mmint fit"):
         resume = check_run_dir(run_dir, cfg)
+        start_run(run_dir)
         if announce is not None:
             announce(_what_runs(cfg, run_dir, resume))
         try:
             return _fit(cfg, run_dir, resume, start, announce)
         except Exception as err:
-            write_json(run_dir / "metrics.json", failed_metrics(cfg, err, start))
+            # a failed write must not hide the first error (e.g. the disk is full)
+            with contextlib.suppress(OSError):
+                write_json(
+                    run_dir / "metrics.json", failed_metrics(cfg, err, start), make_parents=False
+                )
             raise
 
 
@@ -285,6 +304,9 @@ def _fit(
 
     seed = int(cfg.get("seed", 0))
     name, max_epochs, _, dm, model = _setup(cfg)
+    reuse = record_reuse(
+        config_hash(cfg), model, dm
+    )  # as built: training may change hparams (stages)
     for line in dm.data.warnings if announce is not None else []:
         announce(f"warning: {line}")
     atomic_write(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)))
@@ -365,6 +387,7 @@ def _fit(
             },
             "labels": dm.data.label_counts(),
             "versions": versions(),
+            "reuse": reuse,
             **scores,
             "fit_seconds": fit_seconds,
             "peak_rss_mb": peak_rss_mb(),
@@ -376,7 +399,7 @@ def _fit(
         metrics["predictions_subsample"] = written_how
         metrics["status"], metrics["error"] = "ok", None
         write_outputs(best, dm, run_dir, written)
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / "metrics.json", metrics, make_parents=False)
         for lg in loggers:
             lg.log_metrics(
                 {f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float)}

@@ -15,6 +15,7 @@ import torch
 from mmint.data.backed import is_lazy
 from mmint.data.datamodule import PairedDataModule
 from mmint.evaluate import collect, rows_per_chunk
+from mmint.io import WriteFailed, atomic_path
 from mmint.models.base import Integrator
 from mmint.models.wholeset import WholeSetIntegrator
 
@@ -115,16 +116,15 @@ def write_prediction(
         dm.inputs[dst][both] if len(both) else np.zeros((0, len(feats)), np.float32)
     )
     a.uns["mmint"] = {"model": model.name, "src": src, "dst": dst, "space": dm.transform_names[dst]}
-    tmp = path.parent / f".{path.name}.tmp"
-    a.write_h5ad(tmp)
-    with h5py.File(tmp, "a") as f:
-        x = f.create_dataset("X", shape=(len(both), len(feats)), dtype="float32")
-        x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
-        start = 0
-        for chunk in prediction_chunks(model, dm, src, dst, both) if len(both) else ():
-            x[start : start + len(chunk)] = chunk
-            start += len(chunk)
-    tmp.replace(path)
+    with atomic_path(path, make_parents=False) as tmp:
+        a.write_h5ad(tmp)
+        with h5py.File(tmp, "a") as f:
+            x = f.create_dataset("X", shape=(len(both), len(feats)), dtype="float32")
+            x.attrs["encoding-type"], x.attrs["encoding-version"] = "array", "0.2.0"
+            start = 0
+            for chunk in prediction_chunks(model, dm, src, dst, both) if len(both) else ():
+                x[start : start + len(chunk)] = chunk
+                start += len(chunk)
 
 
 def write_outputs(
@@ -134,12 +134,15 @@ def write_outputs(
     ``predictions/<src>_to_<dst>.h5ad`` for ``prediction_cells`` into ``folder``, each file
     atomically; return their paths."""
     folder = Path(folder)
-    pred_dir = folder / "predictions"
-    pred_dir.mkdir(parents=True, exist_ok=True)
     written = [folder / "outputs.h5mu"]
-    tmp = folder / ".outputs.h5mu.tmp"
-    to_mudata(model, dm).write(tmp)
-    tmp.replace(written[0])
+    mdata = to_mudata(model, dm)
+    with atomic_path(written[0], make_parents=False) as tmp:
+        mdata.write(tmp)
+    pred_dir = folder / "predictions"
+    try:
+        pred_dir.mkdir(exist_ok=True)
+    except OSError as err:
+        raise WriteFailed.of(pred_dir, err) from err
     if isinstance(model, WholeSetIntegrator) and not model.translates:  # e.g. totalVI, scANVI
         return written
     for src in dm.modalities:

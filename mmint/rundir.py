@@ -123,6 +123,9 @@ def versions() -> dict[str, str | None]:
             out[pkg] = version(pkg.replace("_", "-"))
         except PackageNotFoundError:
             out[pkg] = None
+    from mmint.reuse import git_commit
+
+    out["mmint_commit"] = git_commit()
     return out
 
 
@@ -213,3 +216,24 @@ def load_saved_run(run_dir: str | Path, checkpoint: str = "best", command: str =
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     dm_state = state.get("PairedDataModule") or state.get("datamodule")
     return SavedRun(run, cfg, model, dm_state)
+
+
+def start_run(run_dir: str | Path) -> None:
+    """Before a fit writes into ``run_dir`` (held by it): remove the temporary files of a
+    killed earlier attempt and the earlier ``metrics.json``, so that a rerun that fails
+    leaves no older result beside its own files.
+
+    Raises
+    ------
+    mmint.io.WriteFailed
+        When the folder cannot be changed (read-only, vanished).
+    """
+    from mmint.io import WriteFailed, remove_temporaries
+
+    run_dir = Path(run_dir)
+    remove_temporaries(run_dir)
+    metrics = run_dir / "metrics.json"
+    try:
+        metrics.unlink(missing_ok=True)
+    except OSError as err:
+        raise WriteFailed.of(metrics, err) from err

@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +81,23 @@ def folder_lock(folder: str | Path, command: str = "mmint") -> Iterator[dict[str
     FolderBusy
         When another live process holds the folder.
     """
+    from mmint.io import WriteFailed
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteFailed.of(path, err) from err
     key = str(folder.resolve())
     if key in _HELD:
         yield {"took_over": None}
         return
-    path = folder / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # a read-only folder: one line naming it
+            raise WriteFailed.of(path, err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             flocked = True
@@ -131,7 +139,10 @@ def folder_lock(folder: str | Path, command: str = "mmint") -> Iterator[dict[str
     finally:
         _HELD.discard(key)
         try:
-            path.unlink(missing_ok=True)
+            # a folder made read-only (or removed) meanwhile: the error that ends the
+            # command is the one to show, not this one
+            with suppress(OSError):
+                path.unlink(missing_ok=True)
         finally:
             if fd >= 0:
                 os.close(fd)

@@ -465,3 +465,18 @@ def test_unknown_command(capsys):
         == "error: unknown command 'check' (mmint check) - use one of: validate, fit, benchmark, "
         "explain, predict, report"
     )
+
+
+def test_validate_prints_the_split_sizes(capsys):
+    """`mmint validate` shows the train/val/test sizes the fit would use (80/10/10 of 300)."""
+    import re
+
+    from mmint.cli import main
+
+    main(["validate", "model=pca", "data.simulate.n_cells=300"])
+    out = capsys.readouterr().out
+    sizes = re.search(r"^split \(random\): train=(\d+), val=(\d+), test=(\d+)$", out, re.M)
+    assert sizes, out
+    train, val, test = map(int, sizes.groups())
+    assert train + val + test == 300
+    assert abs(train - 240) <= 3 and abs(val - 30) <= 3 and abs(test - 30) <= 3

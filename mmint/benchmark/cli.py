@@ -18,6 +18,7 @@ from mmint.benchmark.board import BoardOptions
 from mmint.benchmark.grid import Suite, expand, passthrough
 from mmint.benchmark.publish import Source, source_controls, write_suite_outputs
 from mmint.benchmark.report import ReportOptions, summary_table
+from mmint.benchmark.results import provenance_notes
 from mmint.benchmark.runner import Compose, SuiteRun, run_suite
 from mmint.benchmark.studies import write_sections
 from mmint.runlock import folder_lock
@@ -59,7 +60,7 @@ def _run_benchmark(
         reference=suite.reference or "default",
         floor=suite.floor,
         single_task_variants=suite.single_task_variants,
-        notes=[*done.notes, *suite.skip_notes()],
+        notes=[*done.notes, *suite.skip_notes(), *provenance_notes(table)],
         description=suite.description,
     )
     board_opts = BoardOptions.from_dict(suite.leaderboard)

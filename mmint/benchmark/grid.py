@@ -59,6 +59,9 @@ class Suite:
     timeout_s: float | None = None
     #: study sections of the report (:mod:`mmint.benchmark.studies`: scale, speed, parity)
     sections: dict[str, Any] = field(default_factory=dict)
+    #: a finished run whose reuse key changed (model defaults, data): ``rerun`` it, or
+    #: ``stale_ok``: reuse it, marked stale (:mod:`mmint.benchmark.runner`)
+    reuse: str = "rerun"
 
     def __post_init__(self) -> None:
         self.variants = {str(k): to_overrides(v) for k, v in (self.variants or {}).items()}
@@ -75,6 +78,10 @@ class Suite:
             for d, ov in per_data.items():
                 _check_model_file(ov, f"suite.model_data_overrides.{m}.{d}")
         self.floor = [self.floor] if isinstance(self.floor, str) else list(self.floor)
+        if self.reuse not in ("rerun", "stale_ok"):
+            raise InputError(
+                f"unknown suite.reuse '{self.reuse}'", "suite.reuse", "use rerun or stale_ok"
+            )
         if self.reference is None:
             self.reference = next(iter(self.variants))
         if self.reference not in self.variants:
@@ -131,6 +138,7 @@ class Suite:
             threads=int(c["threads"]) if c.get("threads") else None,
             timeout_s=float(c["timeout_s"]) if c.get("timeout_s") else None,
             sections=check_sections(c.get("sections")),
+            reuse=str(c.get("reuse") or "rerun"),
         )
 
     def skip_notes(self) -> list[str]:

@@ -44,7 +44,10 @@ def run_row(run: Any, run_dir: Path, relative_to: Path | None = None) -> dict[st
         info = read_json(metrics)
         if info.get("status") == "failed":  # written by the fit itself (e.g. a divergence)
             return {**ident, "status": "failed", "error": info.get("error") or "", "run_dir": shown}
-        flat = flatten({k: v for k, v in info.items() if k not in ID_COLUMNS + TAIL_COLUMNS})
+        reuse = info.get("reuse") if isinstance(info.get("reuse"), dict) else {}
+        kept = {k: v for k, v in info.items() if k not in [*ID_COLUMNS, *TAIL_COLUMNS, "reuse"]}
+        flat = flatten(kept)
+        flat["reuse.key"] = reuse.get("key")  # its parts stay in metrics.json
         return {**ident, **flat, "status": "ok", "error": "", "run_dir": shown}
     return None
 
@@ -69,3 +72,36 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if "error" in table:
         table["error"] = table["error"].fillna("")
     return table
+
+
+def _named(runs: pd.DataFrame, limit: int = 6) -> str:
+    names = [Path(str(r)).name for r in runs["run_dir"]]
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def provenance_notes(table: pd.DataFrame) -> list[str]:
+    """Report notes on how the successful runs were made: reused although stale
+    (``key: stale``), matched by config hash only (``key: legacy``), or under different
+    mmint versions / commits (recorded, not part of the reuse key)."""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    notes = []
+    if "key" in ok:
+        stale, legacy = ok[ok["key"] == "stale"], ok[ok["key"] == "legacy"]
+        if len(stale):
+            notes.append(
+                f"{len(stale)} run(s) reused although their model's hyper-parameters or input "
+                f"data changed since they ran (suite.reuse=stale_ok; `key: stale`): "
+                f"{_named(stale)}"
+            )
+        if len(legacy):
+            notes.append(
+                f"{len(legacy)} run(s) made before mmint recorded a reuse key, reused by "
+                f"config hash only (`key: legacy`): {_named(legacy)}"
+            )
+    for col, what in (("versions.mmint", "mmint versions"), ("versions.mmint_commit", "commits")):
+        if col in ok and ok[col].nunique(dropna=False) > 1:
+            groups = ok.groupby(ok[col].fillna("unknown").astype(str), sort=True)
+            parts = "; ".join(f"{value}: {_named(g, 3)}" for value, g in groups)
+            notes.append(f"runs made under different {what} ({parts})")
+    return notes

@@ -2,8 +2,11 @@
 
 Each run goes through :func:`mmint.fit.run_fit` into ``<suite dir>/runs/<run name>/``:
 in-process with ``n_jobs=1`` (scib-metrics' JIT compiles once), else in ``n_jobs`` worker
-processes (spawn). A run whose ``metrics.json`` exists with the ``config_hash`` of the run's
-config is skipped. A failed run gets ``failed.json`` (``status``, one-line ``error``,
+processes (spawn). A run whose ``metrics.json`` holds a successful fit of the run's config is
+reused when its reuse key (:mod:`mmint.reuse`: the model's built hyper-parameters and the input
+data) still matches (``key: match``), or when it has no key (older runs, matched by config
+hash: ``key: legacy``); a stale run is rerun, or with ``suite.reuse=stale_ok`` reused and
+marked ``key: stale``. A failed run gets ``failed.json`` (``status``, one-line ``error``,
 ``traceback``) and a ``failed`` row. ``results.csv`` is rewritten atomically after every run,
 so a kill mid-suite loses no finished run.
 """
@@ -26,8 +29,9 @@ import pandas as pd
 from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
 from mmint.benchmark.isolate import isolated
 from mmint.benchmark.results import results_table, run_row, write_results
+from mmint.benchmark.reuse_check import ReuseCheck
 from mmint.callbacks.progress import format_seconds, in_ci
-from mmint.io import read_json, write_json
+from mmint.io import WriteFailed, read_json, remove_temporaries, write_json
 from mmint.runlock import folder_lock
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -74,11 +78,19 @@ def is_done(run_dir: Path, cfg: dict[str, Any]) -> bool:
     return info.get("config_hash") == config_hash(cfg) and info.get("status", "ok") == "ok"
 
 
+#: the progress line of a reused run, by its key's state (:meth:`ReuseCheck.state`)
+_REUSED = {
+    "match": "done earlier (metrics.json matches its config, model and data), skipped",
+    "legacy": "done earlier (metrics.json matches its config; no reuse key: key: legacy), skipped",
+    "stale": "done earlier, reused although STALE (suite.reuse=stale_ok)",
+}
+
+
 def prepare_run_dir(run_dir: Path, cfg: dict[str, Any]) -> None:
     """Empty a run folder that holds another config's run (the suite owns its folders), so
     that the new run never mixes with the old one's files; a run of this config stays (it
     resumes from its ``last.ckpt``)."""
-    from mmint.fit import clean_run_dir, run_dir_state
+    from mmint.fit import run_dir_state
 
     if run_dir.exists() and run_dir_state(run_dir, cfg) == "other":
         clean_run_dir(run_dir)
@@ -96,9 +108,19 @@ def execute(cfg: dict[str, Any], run_dir: str | Path) -> tuple[str | None, str |
     try:
         prepare_run_dir(Path(run_dir), cfg)
         fit.run_fit(cfg, run_dir)
+    except WriteFailed:  # the suite's storage failed: stop the suite (finished runs kept)
+        raise
     except Exception as err:  # noqa: BLE001 - a failed run is a result, not a crash
         return one_line(err), traceback.format_exc(), time.perf_counter() - t0
     return None, None, time.perf_counter() - t0
+
+
+def clean_run_dir(run_dir: Path) -> None:
+    """Empty a run folder (:func:`mmint.fit.clean_run_dir`)."""
+    from mmint.fit import clean_run_dir as clean
+
+    if run_dir.exists():
+        clean(run_dir)
 
 
 def _init_worker(threads: int) -> None:
@@ -138,7 +160,27 @@ def run_suite(
     """
     suite_dir = Path(suite_dir)
     with folder_lock(suite_dir, "mmint benchmark"):
-        return _run_suite(suite, suite_dir, base_overrides, echo, compose)
+        try:
+            return _run_suite(suite, suite_dir, base_overrides, echo, compose)
+        except KeyboardInterrupt:
+            echo(kept_line(expand(suite, base_overrides), suite_dir))
+            raise
+
+
+def kept_line(runs: list[RunSpec], suite_dir: Path) -> str:
+    """Write ``results.csv`` of an interrupted suite (a run may have finished after the last
+    write) and say what it keeps."""
+    rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
+    write_results(results_table(r for r in rows if r is not None), suite_dir / "results.csv")
+    ok = sum(1 for r in rows if r is not None and r["status"] == "ok")
+    failed = sum(1 for r in rows if r is not None and r["status"] != "ok")
+    return (
+        f"interrupted: kept {ok} finished run(s)"
+        + (f" and {failed} failed one(s)" if failed else "")
+        + f" of {len(runs)} in {suite_dir / 'results.csv'}; the other {len(runs) - ok - failed} "
+        "run when the suite is rerun (a model that trains in epochs resumes from its "
+        "last.ckpt)"
+    )
 
 
 def _run_suite(
@@ -149,6 +191,7 @@ def _run_suite(
     compose: Compose,
 ) -> SuiteRun:
     (suite_dir / "runs").mkdir(parents=True, exist_ok=True)
+    remove_temporaries(suite_dir)  # of a killed earlier suite (this process holds the folder)
     notes = []
     skipped_data = set()
     if suite.skip_missing_data:
@@ -160,9 +203,14 @@ def _run_suite(
                 echo(f"note: skipped dataset {name}: {why}")
     runs = [r for r in expand(suite, base_overrides) if r.data not in skipped_data]
     counts = {"ok": 0, "failed": 0, "cached": 0}
+    keys: dict[str, str] = {}  # run name -> how its reuse key stands (results.csv `key`)
+    check = ReuseCheck()
 
     def save() -> pd.DataFrame:
         rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
+        for run, row in zip(runs, rows, strict=True):
+            if row is not None:
+                row["key"] = keys.get(run.name, "match") if row["status"] == "ok" else ""
         table = results_table(r for r in rows if r is not None)
         write_results(table, suite_dir / "results.csv")
         return table
@@ -202,11 +250,16 @@ def _run_suite(
                 bar.done(run, f"failed: {one_line(err)}")
                 save()
                 continue
-            if is_done(run_dir, cfg):
+            state, why = check.state(run_dir, cfg)
+            if state in ("match", "legacy") or (state == "stale" and suite.reuse == "stale_ok"):
                 (run_dir / "failed.json").unlink(missing_ok=True)
                 counts["cached"] += 1
-                bar.done(run, "done earlier (metrics.json matches its config), skipped")
+                keys[run.name] = state
+                bar.done(run, _REUSED[state] + (f": {why}" if state == "stale" else ""))
                 continue
+            if state == "stale":  # the same YAML, but the model or the data changed
+                echo(f"note: {run.name}: rerun, {why} (suite.reuse=stale_ok reuses it)")
+                clean_run_dir(run_dir)  # no resume from the former model's last.ckpt
             pending.append((run, cfg))
         save()
         bar.to_fit = len(pending)
@@ -238,6 +291,9 @@ def _run_suite(
                     run, cfg = futures[fut]
                     try:
                         error, tb, secs = fut.result()
+                    except WriteFailed:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
                     except Exception as err:  # noqa: BLE001 - e.g. a worker killed for memory
                         error, tb, secs = (
                             f"worker process failed: {one_line(err)}",

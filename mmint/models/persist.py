@@ -13,6 +13,7 @@ from typing import Any, Self
 import torch
 
 from mmint.data.spec import DataSpec
+from mmint.io import atomic_path
 
 
 class SavedByAttributes:
@@ -26,16 +27,14 @@ class SavedByAttributes:
     def save(self, path: str | Path, dm: Any | None = None) -> None:
         """Save the fitted model (and the data module's fitted transforms), atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "spec": self.spec.to_dict(),
             "hyper_parameters": dict(self.hparams),
             "fitted": {k: getattr(self, k) for k in self.fitted_attributes},
             "datamodule": dm.state_dict() if dm is not None else None,
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
