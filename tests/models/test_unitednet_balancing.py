@@ -241,3 +241,39 @@ def test_tiny_fit_logs_the_effective_weights_in_curves_csv(method, tmp_path):
         assert (last != first).any()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert any(k.startswith("balancers.pgc") for k in ckpt["state_dict"])
+
+
+@pytest.mark.parametrize("method", ["uncertainty", "gradnorm", "pcgrad", "dwa"])
+def test_preset_like_networks_step_with_every_option(method):
+    """The presets' network options (several heads, per-feature fusion, linear latent
+    projector, encoder dropout on the first layer) with residual encoders and a variational
+    latent: a translation and a group step per method, finite, learned weights moved."""
+    torch.manual_seed(0)
+    model = _detached(
+        UnitedNet(
+            _spec(),
+            n_head=3,
+            fuser="feature_weighted_mean",
+            latent_projector="linear",
+            encoder_hidden=[16, 12, 8],
+            dropout=0.2,
+            dropout_first_only=True,
+            discriminator_out_dim=4,
+            discriminator_out_norm="layer",
+            encoder="residual",
+            variational=True,
+            cluster_update_encoders=True,
+            loss_balancing=method,
+        )
+    )
+    before = model.epoch_values()
+    for seed in range(2):
+        model._pgc_step(_batch(seed=seed))
+        model._group_step(_batch(seed=seed))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    after = model.epoch_values()
+    assert "weight_pgc_kl" in after and set(after) == set(before)
+    if method in ("uncertainty", "gradnorm"):
+        assert after != before
+    else:  # PCGrad keeps the fixed weights; DWA changes them at epoch ends only
+        assert after == before
