@@ -6,7 +6,8 @@ is written at the end of an epoch when one of these holds:
 - the fit's last epoch (or the trainer stops early);
 - a signal asked the fit to stop (``SIGTERM``, ``SIGINT``, ``SIGUSR1``): the epoch that runs is
   finished, ``last.ckpt`` written, and the process ends (exit code 1, no scores; rerunning
-  the same command resumes); a second signal stops at once;
+  the same command resumes); a second signal goes to the handler that was there before
+  (Lightning's for SIGTERM: stop after the running batch, no checkpoint; SIGINT: stop now);
 - ``every_n_epochs`` epochs since the last write, or ``every_minutes`` minutes (either, when set);
 - neither set: as soon as the training time since the last write is at least the last write's
   time divided by ``max_overhead``, so that writing costs at most that fraction of the fit
@@ -119,10 +120,10 @@ class LastCheckpoint(Checkpoint):
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signalled = signum
-        self._restore_handlers()  # a second signal acts at once
+        self._restore_handlers()  # a second signal: the previous handler's behaviour
         print(
             f"signal {signal.Signals(signum).name}: finishing this epoch, writing last.ckpt, "
-            "then stopping (rerun the same command to resume; signal again to stop now)",
+            "then stopping (rerun the same command to resume; signal again to stop sooner)",
             flush=True,
         )
 
