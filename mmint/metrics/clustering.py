@@ -14,7 +14,13 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from mmint.metrics.leiden import igraph_graph, igraph_leiden
+from mmint.metrics.leiden import (
+    SCANPY_EXACT_BELOW,
+    igraph_graph,
+    igraph_leiden,
+    scanpy_knn,
+    umap_connectivities,
+)
 
 #: Leiden resolutions searched by :func:`leiden_best` (0.1, 0.2, ..., 2.0), as in scIB.
 DEFAULT_RESOLUTIONS: tuple[float, ...] = tuple(
@@ -148,9 +154,10 @@ def leiden_best(
 ) -> dict[str, float]:
     """Leiden clustering at several resolutions, keeping the one with the best NMI (as scIB).
 
-    The neighbour graph is computed once with :func:`scanpy.pp.neighbors` on ``z``
-    (``use_rep="X"``, UMAP connectivities), then Leiden runs (igraph, called as
-    :func:`scanpy.tl.leiden` calls it, :mod:`mmint.metrics.leiden`) with ``flavor="igraph"``,
+    The neighbour graph is computed once as :func:`scanpy.pp.neighbors` computes it on ``z``
+    (``use_rep="X"``, UMAP connectivities; exact neighbours below 8,192 cells, reproduced in
+    numpy by :mod:`mmint.metrics.leiden`; from 8,192 cells scanpy itself, whose neighbours are
+    then approximate), then Leiden runs as :func:`scanpy.tl.leiden` with ``flavor="igraph"``,
     ``n_iterations=2``, ``directed=False`` and ``random_state=seed`` for each resolution. Ties
     in NMI keep the lowest resolution.
 
@@ -181,16 +188,16 @@ def leiden_best(
         raise ValueError("resolutions is empty")
     if z.shape[0] < 3:
         raise ValueError(f"leiden_best needs at least 3 cells, got {z.shape[0]}")
-    import anndata as ad
-    import scanpy as sc
+    k = min(n_neighbors, z.shape[0] - 1)
+    if z.shape[0] < SCANPY_EXACT_BELOW:
+        graph = igraph_graph(umap_connectivities(*scanpy_knn(z, k)))
+    else:
+        import anndata as ad
+        import scanpy as sc
 
-    # scanpy's graph itself: the numpy port (mmint.metrics.leiden.umap_connectivities) matches
-    # it on synthetic data but not yet on real latents (bmmc_cite test set: up to 0.58 apart)
-    adata = ad.AnnData(z)
-    sc.pp.neighbors(
-        adata, n_neighbors=min(n_neighbors, z.shape[0] - 1), use_rep="X", random_state=seed
-    )
-    graph = igraph_graph(adata.obsp["connectivities"])
+        adata = ad.AnnData(z)
+        sc.pp.neighbors(adata, n_neighbors=k, use_rep="X", random_state=seed)
+        graph = igraph_graph(adata.obsp["connectivities"])
     best: dict[str, float] | None = None
     for resolution in resolutions:
         pred = igraph_leiden(graph, resolution, seed)

@@ -14,10 +14,6 @@ process, more than clustering a few thousand cells. Here the same steps run in n
 
 ``tests/metrics/test_leiden.py`` checks connectivities and clusters against scanpy itself.
 From 8,192 cells on, scanpy's neighbours are approximate (pynndescent): callers use scanpy then.
-Known gap: on a real latent (bmmc_cite test set, 60 cells x 60 dims) ``sc.pp.neighbors``'
-connectivities differ from umap's ``fuzzy_simplicial_set`` of the same kNN (and from this
-port) by up to 0.58, cause not found yet; so :func:`mmint.metrics.clustering.leiden_best`
-still builds its graph with scanpy, and only the Leiden step runs here.
 """
 
 from __future__ import annotations
