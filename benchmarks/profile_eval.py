@@ -170,7 +170,8 @@ def main_evaluate(args: argparse.Namespace) -> None:
                 f"process {i + 1} ({state}), {res['n_test']} test cells: import + first evaluate "
                 f"{res['total_cpu_s']:.2f} CPU s ({res['total_wall_s']:.1f} s wall), "
                 f"arithmetic (fastest of {args.repeats} repeats) {res['arithmetic_cpu_s']:.2f} "
-                f"CPU s, overhead {res['overhead_cpu_s']:.2f} CPU s; load "
+                f"CPU s, overhead {res['overhead_cpu_s']:.2f} CPU s; peak RSS "
+                f"{res['peak_rss_mb']:.0f} MB; load "
                 f"{load_start:.1f} -> {res['load']:.1f}; imported: {', '.join(res['imported'])}",
                 flush=True,
             )

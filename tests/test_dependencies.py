@@ -19,7 +19,6 @@ NOT_IMPORTED = {
     "hydra-submitit-launcher": "Hydra's launcher plugin (hydra/launcher=submitit_local, slurm)",
     "umap-learn": "scanpy's sc.tl.umap (mmint/benchmark/plots.py)",
     "leidenalg": "scanpy's sc.tl.leiden (mmint/metrics/clustering.py)",
-    "igraph": "scanpy's sc.tl.leiden(flavor='igraph')",
     "pynndescent": "an upper bound: 0.7 breaks scanpy 1.11.5's sc.pp.neighbors",
 }
 #: library calls that need a package the code never imports

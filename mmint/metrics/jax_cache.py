@@ -6,6 +6,9 @@ compiled executables on disk: :func:`enable_jax_cache` points it at
 ``$MMINT_JAX_CACHE`` or else ``$XDG_CACHE_HOME/mmint/jax`` (``~/.cache/mmint/jax``) and caches
 every compilation (no minimum compile time), so a later process with the same shapes loads the
 executable instead of compiling it. Results are the same executables, so the same numbers.
+
+Since the numpy ports of :mod:`mmint.metrics.scib_numpy` and :mod:`mmint.metrics.scib_kmeans`,
+only kBET and PCR comparison still run scib-metrics' JAX code.
 """
 
 from __future__ import annotations

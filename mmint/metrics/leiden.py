@@ -52,6 +52,12 @@ def scanpy_knn(z: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]
     if not (indices[:, 0] == np.arange(z.shape[0])).any():  # scanpy adds a self column then
         indices = np.hstack([np.arange(z.shape[0])[:, None], indices])
         distances = np.hstack([np.zeros(z.shape[0])[:, None], distances])
+    else:
+        # sklearn's float32 self-distances are not exactly 0 (about 1e-7); scanpy zeroes the
+        # diagonal of its distance matrix in place, which its kNN distances are a view of,
+        # before the connectivities: without this, rho is the self-distance
+        distances = distances.copy()
+        distances[indices == np.arange(z.shape[0])[:, None]] = 0.0
     return indices[:, :n_neighbors], distances[:, :n_neighbors]
 
 

@@ -32,9 +32,14 @@ def _scanpy(z: np.ndarray, n_neighbors: int = 15) -> ad.AnnData:
     return adata
 
 
-@pytest.mark.parametrize(("seed", "n", "spread"), [(0, 500, 2.0), (1, 300, 0.5), (2, 60, 0.0)])
-def test_connectivities_equal_scanpy(seed, n, spread):
+@pytest.mark.parametrize(
+    ("seed", "n", "spread", "offset"),
+    [(0, 500, 2.0, 0.0), (1, 300, 0.5, 0.0), (2, 60, 0.0, 0.0), (3, 60, 1.0, 30.0)],
+)
+def test_connectivities_equal_scanpy(seed, n, spread, offset):
+    """offset: far from the origin, sklearn's float32 self-distances are not exactly 0."""
     z, _ = _toy(seed, n=n, spread=spread)
+    z = z + np.float32(offset)
     ref = _scanpy(z).obsp["connectivities"]
     ours = ld.umap_connectivities(*ld.scanpy_knn(z, 15))
     assert ours.dtype == ref.dtype
