@@ -67,9 +67,9 @@ def _train_moments(dm: Any, m: str) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), x.var(axis=0)
 
 
-class ControlModel:
-    """A pseudo-model with the whole-set interface (``embed_cells``) that
-    :func:`mmint.evaluate.evaluate` scores like any model.
+class ControlModel(WholeSetIntegrator):
+    """A pseudo-model on the whole-set interface (:class:`WholeSetIntegrator`) that
+    :func:`mmint.evaluate.evaluate` scores like any model; it fits nothing.
 
     Parameters
     ----------
@@ -90,6 +90,10 @@ class ControlModel:
         self.groups_are_labels = kind == "control"
         self.translates = True
         self._cache: dict[str, Any] = {}
+
+    def fit_data(self, dm: Any) -> ControlModel:
+        """Nothing to fit: the controls are drawn (random) or read from the labels."""
+        return self
 
     def _embedding(self, dm: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Joint and per-modality latents of every cell (drawn once, indexed by cell)."""
@@ -127,8 +131,6 @@ class ControlModel:
         rng = np.random.default_rng([self.seed, 2, *map(ord, f"{src}>{dst}"), int(cells[0])])
         return mean + np.sqrt(var) * rng.standard_normal((len(cells), mean.size))
 
-    #: everything :mod:`mmint.evaluate` scores for a set of cells, as the whole-set models give
-    embed_cells = WholeSetIntegrator.embed_cells
 
 
 def _numbers(flat: Mapping[str, Any]) -> dict[str, float]:

@@ -100,6 +100,11 @@ class IntegratorModule(Integrator, L.LightningModule):
         allocates the same large tensors again."""
         keep_freed_memory()
 
+    def epoch_values(self) -> dict[str, float]:
+        """Numbers of the finished training epoch for ``curves.csv`` (e.g. learned loss
+        weights); none by default."""
+        return {}
+
     @torch.no_grad()
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         """Joint latent per batch (used by ``Trainer.predict``)."""
