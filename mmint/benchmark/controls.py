@@ -132,7 +132,6 @@ class ControlModel(WholeSetIntegrator):
         return mean + np.sqrt(var) * rng.standard_normal((len(cells), mean.size))
 
 
-
 def _numbers(flat: Mapping[str, Any]) -> dict[str, float]:
     return {
         k: float(v)
