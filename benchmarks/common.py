@@ -10,6 +10,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def machine(packages: tuple[str, ...] = ()) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "load_1min": round(os.getloadavg()[0], 2),
+        "load": load(),
         "ram_gib": float("nan"),
         "available_gib": float("nan"),
     }
@@ -36,18 +37,12 @@ def machine(packages: tuple[str, ...] = ()) -> dict[str, Any]:
         info["ram_gib"], info["available_gib"] = kb["MemTotal"] / 2**20, kb["MemAvailable"] / 2**20
     except (OSError, KeyError, IndexError):
         pass
-    return {**info, **package_versions(*packages)}
-
-
-def package_versions(*names: str) -> dict[str, str | None]:
-    """Installed versions of ``names`` (None for a missing one)."""
-    out: dict[str, str | None] = {}
-    for name in names:
+    for name in packages:
         try:
-            out[name] = version(name)
+            info[name] = version(name)
         except PackageNotFoundError:
-            out[name] = None
-    return out
+            info[name] = None
+    return {**info, "packages": packages}
 
 
 def load() -> str:
@@ -66,6 +61,22 @@ def peak_rss_mb() -> float:
 def command(script: str) -> str:
     """This invocation as a shell line, for a table's header."""
     return shlex.join(["python", f"benchmarks/{script}", *sys.argv[1:]])
+
+
+def header(title: str, script: str, info: dict[str, Any]) -> list[str]:
+    """A table page's first lines: title, script, command, machine (``info`` from
+    :func:`machine` at the start), load at the start and now, package versions."""
+    versions = ", ".join(f"{k} {info[k] or '-'}" for k in info.get("packages", ()))
+    return [
+        f"# {title}\n\nWritten by `benchmarks/{script}` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.\n",
+        f"- command: `{command(script)}`",
+        f"- machine: {info['nproc']} usable cores ({info['cpu_count']} online), {info['cpu']}, "
+        f"{info['ram_gib']:.1f} GiB RAM ({info['available_gib']:.1f} GiB available at start), "
+        f"{info['platform']}, Python {info['python']}",
+        f"- load average (1/5/15 min): {info['load']} at start, {load()} at the end (a shared "
+        "machine: with a load above the core count, read the times as upper bounds)",
+        f"- versions: {versions}; one torch thread",
+    ]
 
 
 def emit(result: Any) -> None:

@@ -1,21 +1,10 @@
-"""Throughput of the shared data layer: cells/s of the train loader (in memory and backed),
-beside a training step, and peak memory (``benchmarks/results/data_throughput.md``).
-
-Each dataset runs in a fresh process (its own peak RSS), one torch thread: SNARE-seq
-(``snareseq_mouse_cortex_chen2019`` from ``$MMINT_DATA_DIR``) and a simulated
-``--cells`` x ``--peaks`` dataset (``mmint.data.simulate.simulate`` with ``--genes`` counts
-and ``--peaks`` binary features at ``--sparsity``, ``n_links=0``; its time is reported).
-Timed: building the data, ``PairedDataModule.setup``, and ``--repeats`` full epochs of the
-train loader (every dict batch; wide sparse modalities as sparse batches) per batch size; the
-same read lazily from ``.h5ad`` files (``backed`` rows); and ``--steps`` MultiVI-style
-training steps through Lightning at batch size 128 (loader included, no validation), to set
-the loader's rate beside what a model consumes. Peak RSS: a running maximum after each step.
-
-Usage::
-
-    MMINT_DATA_DIR=... python benchmarks/data_throughput.py [--cells 100000] [--genes 2000]
-        [--peaks 100000] [--sparsity 0.99] [--batch-sizes 128 512] [--repeats 3] [--steps 30]
-        [--skip-real] [--skip-sim] [--out benchmarks/results/data_throughput.md]
+"""Throughput of the shared data layer (``benchmarks/results/data_throughput.md``): cells/s of
+full train-loader epochs (every dict batch, wide sparse modalities as sparse batches; in memory
+and read lazily from ``.h5ad`` files, ``backed``) at each batch size, beside ``--steps``
+MultiVI-style training steps at batch size 128 (loader included), with the preparation steps
+and peak RSS (a running maximum). Each dataset runs in a fresh process, one torch thread:
+SNARE-seq (``$MMINT_DATA_DIR``) and a simulated ``--cells`` x ``--peaks`` dataset
+(``mmint.data.simulate.simulate``, ``--genes`` counts, ``--sparsity``, ``n_links=0``).
 """
 
 from __future__ import annotations
@@ -24,34 +13,34 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import child, command, emit, machine, peak_rss_mb, table, trainer
+from common import child, emit, header, machine, peak_rss_mb, table, trainer
 
 REAL = "snareseq_mouse_cortex_chen2019"
 
 
 def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Time one dataset in this process and return its numbers."""
+    """Time one dataset in this process and return its rows."""
     t = time.perf_counter()
     import anndata as ad
+    import lightning as L
     import numpy as np
     import scipy.sparse as sp
     import torch
 
     from mmint.data import PairedData, PairedDataModule, load_dataset
     from mmint.data.simulate import simulate
+    from mmint.models import build_model
 
     torch.set_num_threads(1)
-
-    out: dict[str, Any] = {"dataset": which, "steps": {}, "epochs": [], "modalities": {}}
+    out: dict[str, Any] = {"steps": [], "epochs": [], "modalities": []}
 
     def step(name: str) -> None:
         nonlocal t
         seconds, t = time.perf_counter() - t, time.perf_counter()
-        out["steps"][name] = {"seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+        out["steps"].append([name, f"{seconds:.2f}", f"{peak_rss_mb():,.0f}"])
         print(f"  {which}: {name} {seconds:.2f} s", file=sys.stderr)
 
     step("imports (numpy, torch, lightning, mmint)")
@@ -66,16 +55,16 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
         data = PairedData.from_anndatas(sim.adatas, sim.kinds, **keys)
         del sim
         step("PairedData checks")
-    out["n_cells"] = data.n_cells
     for m, mod in data.modalities.items():
         nnz = int(mod.x.nnz if sp.issparse(mod.x) else np.count_nonzero(mod.x))
-        out["modalities"][m] = [mod.kind, mod.n_features, nnz]
+        out["modalities"].append(f"{m} {mod.kind} {mod.n_features:,} features ({nnz:,} non-zeros)")
     dm = PairedDataModule(data, seed=0, batch_size=args.batch_sizes[0])
     dm.setup()
     step("datamodule setup")
-    out["n_train"] = len(dm.split["train"])
-    out["input_sparse"] = {m: bool(sp.issparse(x)) for m, x in dm.inputs.items()}
-    dm.sparse_batches = True  # as a model with sparse first layers reads them
+    out["cells"] = f"{data.n_cells:,} cells ({len(dm.split['train']):,} train)"
+    out["inputs"] = [
+        f"{m}: {'sparse' if sp.issparse(x) else 'dense'}" for m, x in dm.inputs.items()
+    ]
     time_loader(dm, "in memory", args, out)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {m: Path(tmp) / f"{m}.h5ad" for m in data.modalities}
@@ -83,16 +72,22 @@ def run_one(which: str, args: argparse.Namespace) -> dict[str, Any]:
             a = ad.AnnData(X=mod.x, obs=data.obs.copy())
             a.var_names = list(mod.var_names)
             a.write_h5ad(paths[m])
-        t = time.perf_counter()
-        kinds = {m: mod.kind for m, mod in data.modalities.items()}
+        t, kinds = time.perf_counter(), {m: mod.kind for m, mod in data.modalities.items()}
         keys = {"label_key": data.label_key, "batch_key": data.batch_key}
         lazy = PairedData.from_anndatas(paths, kinds, **keys, backed=True)
         bdm = PairedDataModule(lazy, seed=0, batch_size=args.batch_sizes[0])
         bdm.setup()
         step("backed: open + checks + setup")
-        bdm.sparse_batches = True
         time_loader(bdm, "backed", args, out)
-    time_steps(dm, args, out)
+    dm.batch_size, dm.sparse_batches = 128, None  # the model's own declaration
+    L.seed_everything(0, verbose=False)
+    model = build_model("multivi", dm.spec)
+    fit = trainer(max_epochs=1, limit_train_batches=args.steps, limit_val_batches=0).fit
+    t = time.perf_counter()
+    fit(model, datamodule=dm)
+    seconds = time.perf_counter() - t
+    rate = f"{args.steps * 128 / seconds:,.0f}"
+    out["training"] = ["multivi", 128, args.steps, f"{seconds:.1f}", rate]
     return out
 
 
@@ -100,6 +95,7 @@ def time_loader(dm: Any, mode: str, args: argparse.Namespace, out: dict[str, Any
     """Full epochs of the train loader at each batch size (cells/s: median and best)."""
     import numpy as np
 
+    dm.sparse_batches = True  # as a model with sparse first layers reads them
     for batch_size in args.batch_sizes:
         dm.batch_size = batch_size
         loader, times = dm.train_dataloader(), []
@@ -112,76 +108,33 @@ def time_loader(dm: Any, mode: str, args: argparse.Namespace, out: dict[str, Any
         row = [mode, batch_size, n_batches, f"{n_cells:,}", ", ".join(f"{x:.2f}" for x in times)]
         row += [f"{n_cells / float(np.median(times)):,.0f}", f"{n_cells / min(times):,.0f}"]
         out["epochs"].append([*row, f"{peak_rss_mb():,.0f}"])
-        print(f"  {out['dataset']} ({mode}): batch {batch_size}: {row[4]} s", file=sys.stderr)
+        print(f"  {mode}: batch {batch_size}: {row[4]} s", file=sys.stderr)
 
 
-def time_steps(dm: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
-    """``--steps`` MultiVI-style training steps (loader included) at batch size 128."""
-    import lightning as L
-
-    from mmint.models import build_model
-
-    dm.batch_size, dm.sparse_batches = 128, None
-    L.seed_everything(0, verbose=False)
-    model = build_model("multivi", dm.spec)
-    t = time.perf_counter()
-    fit = trainer(max_epochs=1, limit_train_batches=args.steps, limit_val_batches=0).fit
-    fit(model, datamodule=dm)
-    seconds = time.perf_counter() - t
-    rate = f"{args.steps * 128 / seconds:,.0f}"
-    out["training"] = ["multivi", 128, args.steps, f"{seconds:.1f}", rate]
-
-
-def report(
-    results: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace, wall: float
-) -> str:
+def report(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.Namespace) -> str:
     """The markdown page: machine, loader, training steps, preparation steps, datasets."""
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = ["dataset", "reading", "batch size", "batches", "cells", "seconds per epoch (each run)"]
     head += ["cells/s (median)", "cells/s (best)", "peak RSS (MB)"]
     lines = [
-        "# Data layer throughput",
-        "",
-        f"Generated {when} by `benchmarks/data_throughput.py`.",
-        "",
-        f"- machine: {info['nproc']} CPU cores available ({info['cpu']}), {info['ram_gib']:.1f} GB "
-        f"RAM, 1-min load average {info['load_1min']} at start (a shared machine: other jobs ran "
-        "at the same time, so times are upper bounds)",
-        f"- software: Python {info['python']}, torch {info['torch']} (1 thread), numpy "
-        f"{info['numpy']}, scipy {info['scipy']}, anndata {info['anndata']}, lightning {info['lightning']}",
-        f"- command: `{command('data_throughput.py')}` (total {wall:.0f} s)",
+        *header("Data layer throughput", "data_throughput.py", info),
         "- cells/s: full epochs of `PairedDataModule.train_dataloader()` (shuffled dict batches "
         "with every key of the contracts; wide sparse inputs as sparse batches; `backed`: read "
         "from `.h5ad` files in file blocks, `data.backed=true`), train cells / seconds, "
-        f"{args.repeats} epochs per batch size (median and best: single epochs are noisy on a "
-        "loaded machine). Peak RSS: `resource.getrusage(RUSAGE_SELF).ru_maxrss` of a fresh "
-        "process per dataset, after the step (a running maximum).",
-        "",
-        "## Train loader",
-        "",
+        f"{args.repeats} epochs per batch size (median and best). Peak RSS: "
+        "`ru_maxrss` of a fresh process per dataset, after the step (a running maximum).",
+        "\n## Train loader\n",
         *table(head, [[r["label"], *e] for r in results for e in r["epochs"]], "llrrrlrrr"),
-        "",
-        "## Beside a training step",
-        "",
+        "\n## Beside a training step\n",
     ]
     head = ["dataset", "model", "batch size", "steps", "seconds", "cells/s (loader included)"]
     lines += table(head, [[r["label"], *r["training"]] for r in results], "llrrrr")
-    lines += ["", "## Preparation steps", ""]
-    rows = [
-        [r["label"], name, f"{s['seconds']:.2f}", f"{s['peak_rss_mb']:,.0f}"]
-        for r in results
-        for name, s in r["steps"].items()
-    ]
-    lines += [*table(["dataset", "step", "seconds", "peak RSS after (MB)"], rows, "llrr"), ""]
-    lines += ["## Datasets", ""]
+    rows = [[r["label"], *s] for r in results for s in r["steps"]]
+    head = ["dataset", "step", "seconds", "peak RSS after (MB)"]
+    lines += ["\n## Preparation steps\n", *table(head, rows, "llrr"), "\n## Datasets\n"]
     for r in results:
-        mods = [
-            f"{m} {k} {f:,} features ({z:,} non-zeros)" for m, (k, f, z) in r["modalities"].items()
-        ]
-        sparse = [f"{m}: {'sparse' if v else 'dense'}" for m, v in r["input_sparse"].items()]
+        what = f"{r['cells']}; {', '.join(r['modalities'])}"
         lines.append(
-            f"- **{r['label']}**: {r['n_cells']:,} cells ({r['n_train']:,} train); {', '.join(mods)}. "
-            f"Model inputs after setup: {', '.join(sparse)}."
+            f"- **{r['label']}**: {what}. Model inputs after setup: {', '.join(r['inputs'])}."
         )
     return "\n".join(lines) + "\n"
 
@@ -203,18 +156,15 @@ def main() -> None:
     if args.child:
         emit(run_one(args.child, args))
         return
-    info = machine(("torch", "numpy", "scipy", "anndata", "lightning"))
-    start, results = time.perf_counter(), []
+    info, results = machine(("torch", "numpy", "scipy", "anndata", "lightning")), []
     sim = f"simulated {args.cells // 1000}k cells x {args.peaks // 1000}k peaks"
     todo = [("snareseq", f"{REAL} (real)")] * (not args.skip_real)
     todo += [("sim", f"{sim} (+{args.genes} genes)")] * (not args.skip_sim)
     for which, label in todo:
         print(f"{label}:", flush=True)
-        argv = [__file__, *sys.argv[1:], "--child", which]
-        results.append({**child(argv), "label": label})
-    text = report(results, info, args, time.perf_counter() - start)
+        results.append({**child([__file__, *sys.argv[1:], "--child", which]), "label": label})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(text := report(results, info, args))
     print(text + f"written: {args.out}")
 
 

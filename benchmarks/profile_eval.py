@@ -1,21 +1,14 @@
-"""What evaluation costs, on the PCA floor's outputs (30 PCs per modality, fitted on the
-training cells; running it is not timed); two modes.
+"""What evaluation costs, on the PCA floor's outputs (30 PCs per modality); two modes.
 
 - default (``results/metrics_speed.md``, formerly ``benchmarks/metrics_speed.py``): wall
-  seconds of a first and a second call (the first carries imports and jax / numba JIT) of each
-  metric behind ``mmint.evaluate``: scIB (``scib_scores`` + ``modality_mixing``) on all 2,000
-  cells of ``synthetic`` (the requirement: under 2 minutes on 2 cores, kBET may be off), then
-  every metric on SNARE-seq's test cells, kBET off and on;
+  seconds of a first call (imports, jax / numba JIT) and a second of each metric behind
+  ``mmint.evaluate``: the scIB block on all cells of ``synthetic`` (the requirement: under 2
+  minutes for 2,000 cells on 2 cores, kBET may be off), then every metric on SNARE-seq's test
+  cells (``$MMINT_DATA_DIR``);
 - ``--evaluate``: CPU seconds of ``import mmint.evaluate`` plus the first ``evaluate`` on the
-  test half of a ``--cells`` synthetic dataset (``total``), the fastest of ``--repeats`` more
-  calls (``arithmetic``) and ``overhead = total - arithmetic`` (issue 24's target: <= 8 with
-  warm caches), in ``--runs`` fresh processes sharing a fresh ``MMINT_JAX_CACHE``; the scores
-  must be identical in every process.
-
-Usage::
-
-    MMINT_DATA_DIR=... python benchmarks/profile_eval.py [--skip-synthetic] [--skip-real]
-    python benchmarks/profile_eval.py --evaluate --runs 2 --cells 6000
+  test half of a synthetic dataset (``total``) and of the fastest of ``--repeats`` more calls
+  (``arithmetic``; overhead = the difference, issue 24's target <= 8 with warm caches), in
+  ``--runs`` fresh processes sharing a fresh ``MMINT_JAX_CACHE``; scores must be identical.
 """
 
 from __future__ import annotations
@@ -27,12 +20,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import child, command, emit, load, machine, package_versions, peak_rss_mb, table
+from common import child, emit, header, machine, peak_rss_mb, table
 
 REAL = "snareseq_mouse_cortex_chen2019"
 LIMIT_S = 120.0
@@ -57,43 +49,53 @@ def fitted_pca(source: str | dict, split: dict | None = None, log: bool = True):
     from mmint.data import PairedDataModule, load_dataset
     from mmint.models.pca import PCABaseline
 
+    name = source if isinstance(source, str) else "synthetic"
+
     def step(what: str, cells: int, fn: Callable[[], Any]) -> Any:
-        return timed(str(source), f"{what}, not a metric)", cells, "-", fn, 1) if log else fn()
+        return timed(name, what, cells, "-", fn, 1) if log else fn()
 
-    data = step("load dataset (setup", 0, lambda: load_dataset(source))
+    data = step("load dataset (setup, not a metric)", 0, lambda: load_dataset(source))
     dm = PairedDataModule(data, split=split or {"kind": "random"}, seed=0)
-    step("data module setup (", data.n_cells, dm.setup)
+    step("data module setup (not a metric)", data.n_cells, dm.setup)
     fit = lambda: PCABaseline(dm.spec, n_components=30, seed=0).fit_data(dm)  # noqa: E731
-    return dm, step("fit PCA floor (30 PCs", len(dm.cells("train")), fit)
+    return dm, step("fit PCA floor (30 PCs, not a metric)", len(dm.cells("train")), fit)
 
 
-def scib_part(name: str = "synthetic") -> dict[str, float]:
-    """scIB (and modality mixing) of all cells; seconds of the pair per kBET and call."""
-    from mmint.evaluate import collect
+def synthetic(n_cells: int) -> dict[str, Any]:
+    """The synthetic dataset's config with ``n_cells`` cells."""
+    from mmint.data.registry import dataset_config
+
+    cfg = dict(dataset_config("synthetic"))
+    return {**cfg, "simulate": {**dict(cfg.get("simulate") or {}), "n_cells": n_cells}}
+
+
+def scib_block(name: str, z, y, b, latents: dict, tag: str = "") -> None:
+    """The scIB block of ``mmint.evaluate`` (``scib_scores`` + ``modality_mixing``), kBET off
+    and on: four rows."""
     from mmint.metrics import modality_mixing, scib_scores
 
-    print(f"[{name}] scIB on all cells")
-    dm, model = fitted_pca(name)
-    cells = dm.cells("all")
-    out = collect(model, dm, cells, translations=False)
-    y, b, n = dm.true_labels[cells], dm.batch_codes[cells], len(cells)
-    timed(name, "import scib_metrics (jax)", 0, "-", lambda: __import__("scib_metrics"), 1)
-    seconds = {"import": float(ROWS[-1][4])}
-    mix_shape = f"{len(out.latents)} x {n} x {next(iter(out.latents.values())).shape[1]}"
+    n, width = len(y), next(iter(latents.values())).shape[1]
     for kbet in ("off", "on"):
         on = kbet == "on"
-        score = lambda on=on: scib_scores(out.joint, y, b, kbet=on, seed=0)  # noqa: E731
-        timed(name, f"scib_scores, kBET {kbet}", n, f"{n} x {out.joint.shape[1]}", score)
-        timed(
-            name,
-            f"modality_mixing, kBET {kbet}",
-            n,
-            mix_shape,
-            lambda on=on: modality_mixing(out.latents, y, kbet=on),
-        )
-        for i, which in ((4, "first"), (5, "second")):
-            seconds[f"{kbet}_{which}"] = float(ROWS[-2][i]) + float(ROWS[-1][i])
-    return seconds
+        score = lambda on=on: scib_scores(z, y, b, kbet=on, seed=0)  # noqa: E731
+        timed(name, f"scib_scores{tag}, kBET {kbet}", n, f"{n} x {z.shape[1]}", score)
+        mix = lambda on=on: modality_mixing(latents, y, kbet=on)  # noqa: E731
+        timed(name, f"modality_mixing, kBET {kbet}", n, f"{len(latents)} x {n} x {width}", mix)
+
+
+def scib_part(name: str = "synthetic", n_cells: int | None = None) -> dict[str, float]:
+    """scIB of all cells; seconds of the block per kBET and call, and of the jax import."""
+    from mmint.evaluate import collect
+
+    print(f"[{name}] scIB on all cells")
+    dm, model = fitted_pca(synthetic(n_cells) if n_cells else name)
+    cells = dm.cells("all")
+    out = collect(model, dm, cells, translations=False)
+    timed(name, "import scib_metrics (jax)", 0, "-", lambda: __import__("scib_metrics"), 1)
+    scib_block(name, out.joint, dm.true_labels[cells], dm.batch_codes[cells], out.latents)
+    off, on, t = ROWS[-4:-2], ROWS[-2:], lambda rows, i: float(rows[0][i]) + float(rows[1][i])
+    seconds = {"import": float(ROWS[-5][4]), "off_first": t(off, 4), "off_second": t(off, 5)}
+    return {**seconds, "on_first": t(on, 4), "on_second": t(on, 5)}
 
 
 def real_part(name: str = REAL) -> None:
@@ -134,37 +136,17 @@ def real_part(name: str = REAL) -> None:
         dist = lambda za=za, zc=zc: M.latent_distance(za, zc)  # noqa: E731
         timed(name, f"latent distance {a}-{c}{suffix}", len(za), pair, dist)
     lat = {m: v[lab] for m, v in out.latents.items()}
-    mix_shape = f"{len(lat)} x {n} x {out.latents[a].shape[1]}"
-    for kbet in ("off", "on"):
-        on, what = kbet == "on", f"scib_scores ({len(np.unique(b))} batches), kBET {kbet}"
-        timed(name, what, n, shape, lambda on=on: M.scib_scores(z, y, b, kbet=on, seed=0))
-        mix = lambda on=on: M.modality_mixing(lat, y, kbet=on)  # noqa: E731
-        timed(name, f"modality_mixing, kBET {kbet}", n, mix_shape, mix)
+    scib_block(name, z, y, b, lat, f" ({len(np.unique(b))} batches)")
 
 
-def report(info: dict[str, Any], loads: tuple[str, str], scib: dict | None) -> str:
+def report(info: dict[str, Any], scib: dict | None) -> str:
     """``metrics_speed.md``: the machine, the scIB requirement and every step."""
-    import torch
-
-    names = ("numpy", "scikit-learn", "scanpy", "scib-metrics", "jax", "torch")
-    versions = ", ".join(f"{n} {v or '-'}" for n, v in package_versions(*names).items())
     lines = [
-        "# Metric suite speed",
-        "",
-        f"Written by `benchmarks/profile_eval.py` on {datetime.now(UTC):%Y-%m-%d %H:%M UTC}.",
-        "",
-        f"- command: `{command('profile_eval.py')}`",
-        f"- machine: {info['nproc']} usable cores ({info['cpu_count']} online), {info['cpu']}, "
-        f"{info['ram_gib']:.1f} GiB RAM ({info['available_gib']:.1f} GiB available at start), "
-        f"{info['platform']}, Python {info['python']}",
-        f"- load average (1/5/15 min): {loads[0]} at start, {loads[1]} at the end (a shared "
-        "machine: with a load above the core count, read the wall seconds as upper bounds).",
-        f"- threads: torch {torch.get_num_threads()}; numpy/BLAS, jax and numba their defaults.",
-        f"- versions: {versions}",
-        "- first call: includes imports and JIT compilation; second call: the same call again.",
-        "- latents: the PCA floor (30 PCs per modality, fitted on training cells), joint = the "
-        "concatenated PCs; predictions: its ridge translations; running it is not timed.",
-        "",
+        *header("Metric suite speed", "profile_eval.py", info),
+        "- first call: includes imports and JIT compilation (jax for scib-metrics, numba for "
+        "scanpy); second call: the same call again. Latents: the PCA floor (30 PCs per "
+        "modality, fitted on training cells), joint = the concatenated PCs; predictions: its "
+        "ridge translations; running it is not timed.\n",
     ]
     if scib is not None:
         first = scib["off_first"] + scib["import"]
@@ -190,30 +172,21 @@ def report(info: dict[str, Any], loads: tuple[str, str], scib: dict | None) -> s
 
 def evaluate_child(n_cells: int, repeats: int) -> dict[str, Any]:
     """Fit the PCA floor on a synthetic dataset, then time ``evaluate`` on its test cells."""
-    from mmint.data.registry import dataset_config
-
-    cfg = dict(dataset_config("synthetic"))
-    cfg["simulate"] = {**dict(cfg.get("simulate") or {}), "n_cells": n_cells}
     split = {"kind": "random", "fractions": [0.4, 0.1, 0.5]}
-    dm, model = fitted_pca(cfg, split, log=False)
+    dm, model = fitted_pca(synthetic(n_cells), split, log=False)
     before, wall, cpu = set(sys.modules), time.perf_counter(), time.process_time()
     from mmint.evaluate import evaluate
 
     scores = evaluate(model, dm, "test", seed=0)
-    total, total_wall, again = time.process_time() - cpu, time.perf_counter() - wall, []
+    total, wall, again = time.process_time() - cpu, time.perf_counter() - wall, []
     for _ in range(repeats):
         cpu = time.process_time()
         evaluate(model, dm, "test", seed=0)
         again.append(time.process_time() - cpu)
-    return {
-        "n_test": int(len(dm.cells("test"))),
-        "total": total,
-        "wall": total_wall,
-        "arithmetic": min(again),
-        "rss": peak_rss_mb(),
-        "imported": sorted({m.split(".")[0] for m in set(sys.modules) - before}),
-        "scores": json.dumps(scores, sort_keys=True, default=str),
-    }
+    n_test, rss = int(len(dm.cells("test"))), peak_rss_mb()
+    imported = sorted({m.split(".")[0] for m in set(sys.modules) - before})
+    out = dict(n_test=n_test, total=total, wall=wall, arithmetic=min(again), rss=rss)
+    return {**out, "imported": imported, "scores": json.dumps(scores, sort_keys=True, default=str)}
 
 
 def main() -> None:
@@ -222,7 +195,7 @@ def main() -> None:
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--evaluate", action="store_true", help="time mmint.evaluate")
-    parser.add_argument("--cells", type=int, default=6000, help="--evaluate: synthetic cells")
+    parser.add_argument("--cells", type=int, help="synthetic cells (2,000; --evaluate: 6,000)")
     parser.add_argument("--runs", type=int, default=2, help="--evaluate: processes")
     parser.add_argument("--repeats", type=int, default=2, help="--evaluate: warm repeats")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -231,9 +204,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     if args.child:
-        emit(evaluate_child(args.cells, args.repeats))
+        emit(evaluate_child(args.cells or 6000, args.repeats))
     elif args.evaluate:
-        argv = [__file__, "--child", "--cells", str(args.cells), "--repeats", str(args.repeats)]
+        argv = [__file__, "--child", *sys.argv[1:]]
         with tempfile.TemporaryDirectory() as cache:
             env, results = {"MMINT_JAX_CACHE": cache, "JAX_PLATFORMS": "cpu"}, []
             for i in range(args.runs):
@@ -249,12 +222,12 @@ def main() -> None:
         same = all(r["scores"] == results[0]["scores"] for r in results)
         print(f"scores identical in every process: {same}")
     else:
-        info, start = machine(), load()
-        scib = None if args.skip_synthetic else scib_part("synthetic")
+        info = machine(("numpy", "scikit-learn", "scanpy", "scib-metrics", "jax", "torch"))
+        scib = None if args.skip_synthetic else scib_part("synthetic", args.cells)
         if not args.skip_real:
             real_part(REAL)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report(info, (start, load()), scib))
+        args.out.write_text(report(info, scib))
         print(f"written {args.out}")
 
 
