@@ -257,7 +257,7 @@ def main() -> None:
     for m in args.models:  # one process per model: peak RSS is per fit
         r = child([__file__, "--child", m, *sys.argv[1:]])
         print(f"## {m}: {r['n_train']} training cells, {r['batches']} batches")
-        print(f"fit CPU {r['fit_cpu']:.1f} s, wall {r['fit_wall']:.1f} s, load {r['load']}, ")
+        print(f"fit CPU {r['fit_cpu']:.1f} s, wall {r['fit_wall']:.1f} s, load {r['load']}")
         rss = ", ".join(f"{x:.0f}" for x in r["rss"])
         print(f"peak RSS by epoch {rss} MB, item() calls per step {r['syncs']:.0f}")
         print(markdown(r), flush=True)

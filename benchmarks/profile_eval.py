@@ -95,7 +95,7 @@ def scib_part(name: str = "synthetic", n_cells: int | None = None) -> dict[str, 
     scib_block(name, out.joint, dm.true_labels[cells], dm.batch_codes[cells], out.latents)
     off, on, t = ROWS[-4:-2], ROWS[-2:], lambda rows, i: float(rows[0][i]) + float(rows[1][i])
     seconds = {"import": float(ROWS[-5][4]), "off_first": t(off, 4), "off_second": t(off, 5)}
-    return {**seconds, "on_first": t(on, 4), "on_second": t(on, 5)}
+    return {**seconds, "on_first": t(on, 4), "on_second": t(on, 5), "cells": len(cells)}
 
 
 def real_part(name: str = REAL) -> None:
@@ -153,11 +153,10 @@ def report(info: dict[str, Any], scib: dict | None) -> str:
         head = ["kBET", "first call incl. jax import (s)", "second call (s)"]
         rows = [["off", f"{first:.1f}", f"{scib['off_second']:.1f}"]]
         rows.append(["on", f"{scib['on_first']:.1f} (import done)", f"{scib['on_second']:.1f}"])
-        lines += [
-            "## Requirement: scIB on 2,000 cells in under 2 minutes on 2 cores (kBET may be off)"
-        ]
-        lines += ["", *table(head, rows, "lrr"), "", "With kBET off, the cold first call "]
-        lines[-1] += f"{'meets' if first < LIMIT_S else 'misses'} the {LIMIT_S:.0f} s limit.\n"
+        verdict = f"{'meets' if first < LIMIT_S else 'misses'} the {LIMIT_S:.0f} s limit"
+        lines += ["## Requirement: scIB on 2,000 cells in under 2 min on 2 cores (kBET may be off)"]
+        lines += ["", *table(head, rows, "lrr"), ""]
+        lines.append(f"With kBET off, the cold first call on {scib['cells']:,} cells {verdict}.\n")
     head = [
         "dataset",
         "step",
