@@ -1,37 +1,22 @@
-"""Where a training epoch goes: forward, backward, optimiser, data, logging, validation,
-per-epoch curves, checkpoint writing, for the MultiVI-style and CVQVAE-style models on
-SNARE-seq (10,309 cells, 25,734 peaks).
+"""Where a training epoch goes, in process CPU seconds, one torch thread; three modes.
 
-The fit runs through the fit pipeline's own ``mmint.fit.train_model`` (its checkpoints, curves
-callback, divergence check and timing), one torch thread. Each part is timed in process CPU
-seconds by wrapping the call that does it:
+- parts (default; ``results/profile.md``): MultiVI-style (MULTIVI's parity settings) and
+  CVQVAE-style fits on SNARE-seq through ``mmint.fit.train_model``, one process per model;
+  each of ``PARTS`` timed by wrapping its call, and the host syncs per training step;
+- ``--operators`` (``results/unitednet_overhead.md``): one warm-up epoch of ``--model`` on
+  ``--data``, then ``--epochs`` under ``torch.profiler``: operators by self CPU time;
+- ``--memory fit|accumulator`` (profile.md, "Why the model held 2.9 GB"): peak RSS after the
+  MultiVI parity fit's setup and 10 training batches (``--batches sparse|dense``), or around
+  one ``PredictionAccumulator.update`` of a 1,024 x 25,734 batch.
 
-- forward: the model's loss (``module.loss``) in training and the adversary's loss;
-- backward: ``manual_backward``; optimiser: ``Optimizer.step`` (and ``zero_grad``);
-- logging: ``LightningModule.log``;
-- data: between the end of one training batch and the start of the next (the loader makes
-  the dict batch there: row selection, transforms already applied, tensors);
-- validation: the validation loop (its own forward passes and data included);
-- curves: the per-epoch metrics callback (``IntegrationMetrics``, epoch 0 and every 5th);
-- checkpoint: ``Trainer.save_checkpoint`` (best and last, every epoch);
-- other: the rest of the epoch (Lightning's loop, callbacks, the step's own glue).
-
-Host syncs: on a CPU there is no device to wait for; the number of ``aten::item`` /
-``_local_scalar_dense`` calls per training batch (what would block a GPU) is counted with
-``torch.profiler`` on a few batches.
-
-Usage::
-
-    python benchmarks/profile_epochs.py --models multivi cvqvae --epochs 3 \
-        --out runs/profile/after.json
+Usage: ``MMINT_DATA_DIR=... python benchmarks/profile_epochs.py [--models multivi cvqvae]
+[--epochs 3] | --operators [--rows 45] | --memory fit [--batches sparse] | --memory accumulator``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import sys
 import tempfile
 import time
@@ -39,59 +24,38 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from common import peak_rss_mb
+import lightning as L
+import torch
+from common import child, emit, fit_setup, load, peak_rss_mb, table, trainer
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-SNARE = "snareseq_mouse_cortex_chen2019"
-PARTS = [
-    "forward",
-    "backward",
-    "optimizer",
-    "logging",
-    "data",
-    "other (loop, callbacks, step glue)",
-    "validation",
-    "curves",
-    "checkpoint",
-]
-
-
-def config(model: str, epochs: int) -> dict[str, Any]:
-    """The fit's config: MultiVI with MULTIVI's parity settings, CVQVAE with its own config."""
-    from mmint.cli import compose
-
-    try:
-        from mmint.config import plain
-    except ImportError:  # code before the contract merge (a "before" profile)
-        from mmint.fit import plain
-
-    if model == "multivi":
-        import multivi_parity as mp
-
-        over = mp.overrides(SNARE, 0, epochs)
-        over = [o for o in over if not o.startswith("eval.every_n_epochs")]
-    else:
-        over = [
-            f"data={SNARE}",
-            "model=cvqvae",
-            "seed=0",
-            "logger=none",
-            "trainer=cpu",
-            "trainer.num_threads=1",
-            "trainer.enable_progress_bar=false",
-            f"model.max_epochs={epochs}",
-        ]
-    return plain(compose("fit", over))
+SNARE, PATCHSEQ = "snareseq_mouse_cortex_chen2019", "patchseq_gouwen2020"
+OTHER = "other (loop, callbacks, step glue)"
+#: forward = ``module.loss`` (and the adversary's), backward = ``manual_backward``, optimizer =
+#: ``step`` / ``zero_grad``, logging = ``log``, data = between two training batches,
+#: validation (its data included), curves = ``IntegrationMetrics``, other = the rest
+PARTS = ["forward", "backward", "optimizer", "logging", "data", OTHER, "validation", "curves"]
+BASE = ["seed=0", "logger=none", "trainer=cpu", "trainer.num_threads=1"]
+#: MULTIVI's parity settings (scvi-tools defaults; ``benchmarks/multivi_parity.py`` at d229c92)
+MULTIVI = """model.batch_size=128 model.n_hidden=128 model.n_latent=20 model.lr=1e-4
+model.weight_decay=1e-3 model.eps=1e-8 model.n_epochs_kl_warmup=50 model.dropout_rate=0.1
+model.n_layers_encoder=2 model.n_layers_decoder=2 model.gene_likelihood=zinb model.library=learned
+model.protein_mixture=true model.modality_weights=equal model.modality_penalty=jeffreys
+model.adversarial_mixing=true model.adversary_kappa=1.0 eval.kbet=false eval.leiden=true""".split()
 
 
-class Clock:
-    """Process CPU seconds per part, per epoch."""
+def overrides(model: str, epochs: int, data: str | None) -> list[str]:
+    """The fit's overrides: MultiVI with MULTIVI's parity settings, others with their own."""
+    over = [f"data={data or SNARE}", f"model={model}", *BASE, f"model.max_epochs={epochs}"]
+    return [*over, "trainer.enable_progress_bar=false", *(MULTIVI * (model == "multivi"))]
+
+
+class Clock(L.Callback):
+    """Process CPU seconds per part, one row per epoch (add it before the other callbacks)."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
-        self.current: dict[str, float] = defaultdict(float)
-        self.depth = 0
+        self.current, self.depth, self.rss = defaultdict(float), 0, []
+        self.start = self.batch_end = self.val_start = None
 
     @contextlib.contextmanager
     def part(self, name: str, always: bool = False):
@@ -100,8 +64,7 @@ class Clock:
         if self.depth and not always:
             yield
             return
-        self.depth += 1
-        start = time.process_time()
+        self.depth, start = self.depth + 1, time.process_time()
         try:
             yield
         finally:
@@ -109,6 +72,7 @@ class Clock:
             self.depth -= 1
 
     def wrap(self, obj: Any, attr: str, name: str, always: bool = False) -> None:
+        """Time every call of ``obj.attr`` as ``name``."""
         inner = getattr(obj, attr)
 
         def timed(*args, **kwargs):
@@ -117,91 +81,62 @@ class Clock:
 
         setattr(obj, attr, timed)
 
+    def instrument(self, model) -> None:
+        """Wrap the model's forward, backward, optimiser, logging, curves and checkpoints."""
+        from mmint.callbacks import IntegrationMetrics
 
-def instrument(model, clock: Clock) -> None:
-    """Wrap the model's forward, backward, optimiser and logging calls."""
-    import torch
+        self.wrap(model.module, "loss", "forward")
+        if getattr(model, "adversary", None) is not None:
+            self.wrap(model.adversary, "loss", "forward")
+        self.wrap(model, "manual_backward", "backward")
+        self.wrap(model, "log", "logging")
+        for cls in {torch.optim.Adam, torch.optim.AdamW}:
+            self.wrap(cls, "step", "optimizer")
+            self.wrap(cls, "zero_grad", "optimizer")
+        self.wrap(IntegrationMetrics, "on_validation_epoch_end", "curves", always=True)
+        self.wrap(L.Trainer, "save_checkpoint", "checkpoint")
 
-    clock.wrap(model.module, "loss", "forward")
-    if getattr(model, "adversary", None) is not None:
-        clock.wrap(model.adversary, "loss", "forward")
-    clock.wrap(model, "manual_backward", "backward")
-    clock.wrap(model, "log", "logging")
-    for cls in {torch.optim.Adam, torch.optim.AdamW}:
-        step, zero = cls.step, cls.zero_grad
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.on_train_end(trainer, pl_module)
+        self.current = defaultdict(float)
+        self.start = self.batch_end = time.process_time()
 
-        def timed_step(self, *a, _step=step, **k):
-            with clock.part("optimizer"):
-                return _step(self, *a, **k)
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.current["data"] += time.process_time() - self.batch_end
 
-        def timed_zero(self, *a, _zero=zero, **k):
-            with clock.part("optimizer"):
-                return _zero(self, *a, **k)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batch_end = time.process_time()
 
-        cls.step, cls.zero_grad = timed_step, timed_zero
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.val_start, self.depth = time.process_time(), self.depth + 1
 
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # after every callback's on_validation_epoch_end (the curves) and before the
+        # checkpoint callbacks' own on_validation_end (this callback is added first)
+        self.current["validation"] += time.process_time() - self.val_start
+        self.depth -= 1
 
-def epoch_callback(clock: Clock):
-    import lightning as L
-
-    class EpochParts(L.Callback):
-        def __init__(self) -> None:
-            self.start = self.batch_end = None
-            self.rss: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module) -> None:
-            self._close()
-            clock.current = defaultdict(float)
-            self.start = self.batch_end = time.process_time()
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            clock.current["data"] += time.process_time() - self.batch_end
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.batch_end = time.process_time()
-
-        def on_validation_epoch_start(self, trainer, pl_module) -> None:
-            self.val_start = time.process_time()
-            clock.depth += 1
-
-        def on_validation_end(self, trainer, pl_module) -> None:
-            # after every callback's on_validation_epoch_end (the curves) and before the
-            # checkpoint callbacks' own on_validation_end (this callback is added first)
-            clock.current["validation"] += time.process_time() - self.val_start
-            clock.depth -= 1
-
-        def _close(self) -> None:
-            # an epoch ends when the next starts (or training ends): the checkpoint callbacks
-            # save after every other callback's on_train_epoch_end
-            if self.start is None:
-                return
-            total = time.process_time() - self.start
-            row = dict(clock.current)
-            # the curves run inside the validation hooks: not part of validation proper
-            row["validation"] = row.get("validation", 0.0) - row.get("curves", 0.0)
-            named = sum(row.values())
-            row["other (loop, callbacks, step glue)"] = max(0.0, total - named)
-            row["total"] = total
-            clock.epochs.append(row)
-            self.rss.append(peak_rss_mb())
-            self.start = None
-
-        def on_train_end(self, trainer, pl_module) -> None:
-            self._close()
-
-    return EpochParts()
+    def on_train_end(self, trainer, pl_module) -> None:
+        # an epoch ends when the next starts (or training ends): the checkpoint callbacks
+        # save after every other callback's on_train_epoch_end
+        if self.start is None:
+            return
+        total, row = time.process_time() - self.start, dict(self.current)
+        # the curves run inside the validation hooks: not part of validation proper
+        row["validation"] = row.get("validation", 0.0) - row.get("curves", 0.0)
+        row[OTHER], row["total"] = max(0.0, total - sum(row.values())), total
+        self.epochs.append(row)
+        self.rss.append(peak_rss_mb())
+        self.start = None
 
 
 def count_syncs(model, dm, n_batches: int = 3) -> float:
-    """``aten::item`` / ``_local_scalar_dense`` calls per training step (host syncs on a GPU)."""
+    """``aten::_local_scalar_dense`` calls per training step (host syncs on a GPU)."""
     from torch.profiler import ProfilerActivity, profile
 
-    it = iter(dm.train_dataloader())
-    opts = model.configure_optimizers()
-    model.optimizers = lambda: opts
+    it, opts = iter(dm.train_dataloader()), model.configure_optimizers()
+    model.optimizers, model.log, model._trainer = lambda: opts, lambda *a, **k: None, None
     model.manual_backward = lambda loss: loss.backward()
-    model.log = lambda *a, **k: None
-    model._trainer = None
     model.train()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for i in range(n_batches):
@@ -210,111 +145,122 @@ def count_syncs(model, dm, n_batches: int = 3) -> float:
     return calls.get("aten::_local_scalar_dense", 0) / n_batches
 
 
-def run(model_name: str, epochs: int) -> dict[str, Any]:
+def parts(model_name: str, epochs: int, data: str | None) -> dict[str, Any]:
     """One fit through ``train_model`` with the parts timed; per-epoch rows."""
-    import lightning as L
-    import torch
-
     import mmint.fit as fit_mod
-    from mmint.callbacks import IntegrationMetrics
 
-    torch.set_num_threads(1)
-    cfg = config(model_name, epochs)
-    t0 = time.process_time()
-    name, max_epochs, _, dm, model = fit_mod._setup(cfg)
-    setup_cpu = time.process_time() - t0
-    clock = Clock()
-    instrument(model, clock)
-    clock.wrap(IntegrationMetrics, "on_validation_epoch_end", "curves", always=True)
-    inner_save = L.Trainer.save_checkpoint
+    cfg, (_, max_epochs, _, dm, model) = fit_setup(overrides(model_name, epochs, data))
+    clock, original = Clock(), fit_mod.Timing
+    clock.instrument(model)
 
-    def timed_save(self, *a, **k):
-        with clock.part("checkpoint"):
-            return inner_save(self, *a, **k)
-
-    L.Trainer.save_checkpoint = timed_save
-    parts = epoch_callback(clock)
-    original = fit_mod.Timing
-
-    class Timing(original):  # the pipeline's own timing callback plus the parts
-        def __init__(self) -> None:
-            super().__init__()
-
+    class Timing(original):  # the pipeline's own timing callback, which adds the parts first
         def setup(self, trainer, pl_module, stage) -> None:
-            if parts not in trainer.callbacks:
-                trainer.callbacks.insert(0, parts)
+            if clock not in trainer.callbacks:
+                trainer.callbacks.insert(0, clock)
 
     fit_mod.Timing = Timing
     with tempfile.TemporaryDirectory() as tmp:
-        start = time.process_time()
-        wall = time.perf_counter()
+        start, wall = time.process_time(), time.perf_counter()
         fit_mod.train_model(model, dm, cfg, Path(tmp), int(max_epochs), [], None)
         fit_cpu, fit_wall = time.process_time() - start, time.perf_counter() - wall
     fit_mod.Timing = original
-    syncs = count_syncs(model, dm)
-    return {
-        "model": model_name,
-        "config": cfg["model"],
-        "n_train": int(len(dm.split["train"])),
-        "batches_per_epoch": len(dm.train_dataloader()),
-        "setup_cpu_s": setup_cpu,
-        "fit_cpu_s": fit_cpu,
-        "fit_wall_s": fit_wall,
-        "epochs": clock.epochs,
-        "peak_rss_mb_by_epoch": parts.rss,
-        "item_calls_per_step": syncs,
-        "load_average": list(os.getloadavg()),
-    }
+    n_train, batches = int(len(dm.split["train"])), len(dm.train_dataloader())
+    out = dict(n_train=n_train, batches=batches, fit_cpu=fit_cpu, fit_wall=fit_wall, rss=clock.rss)
+    return {**out, "epochs": clock.epochs, "syncs": count_syncs(model, dm), "load": load()}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """One table: CPU seconds per part in each epoch (epoch 1 has the epoch-0 curves)."""
-    rows = result["epochs"]
-    head = "| part | " + " | ".join(f"epoch {i + 1}" for i in range(len(rows))) + " |"
-    lines = [head, "|---|" + "---|" * len(rows)]
-    for part in [*PARTS, "total"]:
-        vals = " | ".join(f"{r.get(part, 0.0):.2f}" for r in rows)
-        lines.append(f"| {part} | {vals} |")
-    return "\n".join(lines)
+    head = ["part", *(f"epoch {i + 1}" for i in range(len(result["epochs"])))]
+    parts = [*PARTS, "checkpoint", "total"]
+    return "\n".join(
+        table(head, [[p, *(f"{e.get(p, 0.0):.2f}" for e in result["epochs"])] for p in parts])
+    )
+
+
+def operators(args: argparse.Namespace) -> None:
+    """``--epochs`` epochs after one warm-up under ``torch.profiler``; the operator table."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _, (_, _, _, dm, model) = fit_setup(
+        [f"data={args.data or PATCHSEQ}", f"model={args.model}", *BASE]
+    )
+
+    class Profiled(L.Callback):
+        prof, cpu, steps = profile(activities=[ProfilerActivity.CPU]), 0.0, 0
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 1:
+                self.prof.start()
+                self.cpu = time.process_time()
+
+        def on_train_batch_end(self, trainer, *a) -> None:
+            self.steps += trainer.current_epoch >= 1
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self.cpu = time.process_time() - self.cpu
+            self.prof.stop()
+
+    cb = Profiled()
+    trainer(max_epochs=1 + args.epochs, callbacks=[cb]).fit(model, datamodule=dm)
+    events = cb.prof.key_averages()
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    syncs = sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense"))
+    print(f"training steps profiled: {cb.steps}; host syncs (item/_local_scalar_dense): {syncs}")
+    print(f"CPU seconds of the profiled epoch(s), profiler overhead included: {cb.cpu:.2f}")
+
+
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS probes: the parity fit's setup and 10 batches, or one accumulator update."""
+    if args.memory == "accumulator":
+        import numpy as np
+
+        from mmint.metrics.prediction import PredictionAccumulator
+
+        rng = np.random.default_rng(0)
+        x = (rng.random((1024, 25734)) < 0.02).astype(np.float32)
+        p = rng.random((1024, 25734)).astype(np.float32)
+        before = peak_rss_mb()
+        PredictionAccumulator(compute_auroc=True).update(x, p)
+        print(f"accumulator update: peak RSS {before:.0f} -> {peak_rss_mb():.0f} MB", flush=True)
+        return
+    _, (_, _, _, dm, model) = fit_setup(overrides("multivi", 1, args.data))
+    print(f"setup: peak RSS {peak_rss_mb():.0f} MB", flush=True)
+    if args.batches and hasattr(dm, "sparse_batches"):
+        dm.sparse_batches = args.batches == "sparse"
+    start = time.process_time()
+    trainer(max_epochs=1, limit_train_batches=10, limit_val_batches=0).fit(model, datamodule=dm)
+    cpu = time.process_time() - start
+    print(f"10 training batches: peak RSS {peak_rss_mb():.0f} MB, {cpu:.1f} CPU s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["multivi", "cvqvae"])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--models", nargs="+", default=["multivi", "cvqvae"], help="parts")
+    parser.add_argument("--epochs", type=int, default=None, help="parts: 3; operators: 1")
+    parser.add_argument("--operators", action="store_true", help="operator table mode")
+    parser.add_argument("--model", default="unitednet_patchseq", help="operators")
+    parser.add_argument("--data", help="dataset: SNARE-seq; operators: Patch-seq")
+    parser.add_argument("--rows", type=int, default=30, help="operators: rows shown")
+    parser.add_argument("--memory", choices=["fit", "accumulator"], help="memory probe mode")
+    parser.add_argument("--batches", choices=["sparse", "dense"], help="memory fit: batches")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("MMINT_DATA_DIR", str(REPO.parent / "shared" / "data"))
-    os.environ.setdefault("CI", "true")
-    if args.child:
-        print("RESULT " + json.dumps(run(args.child, args.epochs)), flush=True)
+    args.epochs = args.epochs or (1 if args.operators else 3)
+    torch.set_num_threads(1)
+    if args.operators or args.memory:
+        operators(args) if args.operators else memory(args)
         return
-    import subprocess
-
-    results = []
+    if args.child:
+        emit(parts(args.child, args.epochs, args.data))
+        return
     for m in args.models:  # one process per model: peak RSS is per fit
-        cmd = [sys.executable, __file__, "--child", m, "--epochs", str(args.epochs)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if not lines:
-            print(f"{m} failed:\n{proc.stderr[-3000:]}")
-            continue
-        res = json.loads(lines[-1][7:])
-        results.append(res)
-        print(f"## {m}: {res['n_train']} training cells, {res['batches_per_epoch']} batches")
-        print(
-            f"fit CPU {res['fit_cpu_s']:.1f} s, wall {res['fit_wall_s']:.1f} s, load "
-            f"{', '.join(f'{x:.1f}' for x in res['load_average'])}, peak RSS by epoch "
-            f"{', '.join(f'{x:.0f}' for x in res['peak_rss_mb_by_epoch'])} MB, "
-            f"item() calls per step {res['item_calls_per_step']:.0f}"
-        )
-        print(markdown(res), flush=True)
-    if args.out:
-        from mmint.io import write_json
-
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.out, results)
+        r = child([__file__, "--child", m, *sys.argv[1:]])
+        print(f"## {m}: {r['n_train']} training cells, {r['batches']} batches")
+        print(f"fit CPU {r['fit_cpu']:.1f} s, wall {r['fit_wall']:.1f} s, load {r['load']}")
+        rss = ", ".join(f"{x:.0f}" for x in r["rss"])
+        print(f"peak RSS by epoch {rss} MB, item() calls per step {r['syncs']:.0f}")
+        print(markdown(r), flush=True)
 
 
 if __name__ == "__main__":
