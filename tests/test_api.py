@@ -43,7 +43,15 @@ TINY_CLI = [
     "data.batch_key=batch",
 ]
 #: metrics.json keys that differ between two identical fits (time, memory, file names)
-VARYING = {"fit_seconds", "peak_rss_mb", "seconds_per_epoch", "cells_per_second", "config_hash"}
+# the config hash (and the reuse key built on it) covers the data paths, which differ
+VARYING = {
+    "fit_seconds",
+    "peak_rss_mb",
+    "seconds_per_epoch",
+    "cells_per_second",
+    "config_hash",
+    "reuse",
+}
 
 
 def _mudata(sim) -> md.MuData:
@@ -89,6 +97,9 @@ def test_fit_on_a_mudata_equals_the_command_line_on_its_file(api_run, cli_metric
     cli = {k: v for k, v in cli_metrics.items() if k not in VARYING}
     assert api["status"] == "ok" and api["seed"] == 3
     assert api == cli
+    # what the reuse key covers besides the config hash: the same model and the same data
+    same = {k: v for k, v in api_run.metrics["reuse"].items() if k != "key"}
+    assert same == {k: v for k, v in cli_metrics["reuse"].items() if k != "key"}
     # the run directory is the command line's
     for name in ("config.yaml", "split.json", "checkpoints/best.ckpt", "outputs.h5mu"):
         assert (api_run.dir / name).exists(), name

@@ -231,7 +231,7 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
     def __init__(
         self,
         spec: DataSpec | dict,
-        max_epochs: int = 20,
+        max_epochs: int = 30,
         task: str = "unsupervised",
         n_groups: int | None = None,
         unitednet: dict[str, Any] | None = None,

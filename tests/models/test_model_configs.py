@@ -33,7 +33,11 @@ TUNED: dict[tuple[str, str], Any] = {
     ("cvqvae", "decoder_batch"): True,
 }
 #: (key, YAML value, default) that mean the same (the scvi-tools adapters take None as {})
-SAME_MEANING = {("train_kwargs", "{}", "None"), ("model_kwargs", "{}", "None")}
+SAME_MEANING = {
+    ("train_kwargs", "{}", "None"),
+    ("model_kwargs", "{}", "None"),
+    ("unitednet", "{}", "None"),  # unitednet_original: no unitednet settings changed
+}
 
 
 def _listed(value: Any) -> Any:
