@@ -35,6 +35,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from mmint.callbacks.timing import median_epoch_seconds
 from mmint.data.spec import DataSpec
 from mmint.errors import InputError
 from mmint.models.arrays import dense64
@@ -50,6 +51,8 @@ TASKS = {
     "supervised": "supervised_group_identification",
     "clus_then_translation": "cross_model_prediction_clus",
 }
+#: keys of a unitednet model config that are the adapter's own (not network hyper-parameters)
+_OWN_KEYS = ("name", "max_epochs", "batch_size")
 _LATENT = "the original's inference path returns the fused latent only"
 NOT_APPLICABLE = {
     k: _LATENT for k in ("foscttm", "latent_distance", "foscttm_pairs", "latent_distance_pairs")
@@ -204,6 +207,35 @@ def _adatas(arrays: list[np.ndarray], labels: np.ndarray | None) -> list:
     return out
 
 
+class _EpochClock:
+    """Within ``with``: the wall and process CPU time at the end of each of the original's
+    training epochs (its validation pass closes an epoch; ``run_through_dataloader`` of its
+    ``scripts`` module is wrapped, and restored on exit), as mmint's ``Timing`` measures."""
+
+    def __init__(self, scripts: Any) -> None:
+        self.scripts, self.inner = scripts, scripts.run_through_dataloader
+        self.wall_start = self.cpu_start = 0.0
+        self.wall_ends: list[float] = []
+        self.cpu_ends: list[float] = []
+
+    def __enter__(self) -> Self:
+        inner = self.inner
+
+        def clocked(*args: Any, **kwargs: Any) -> Any:
+            out = inner(*args, **kwargs)
+            if kwargs.get("best_model_path"):  # the validation pass: an epoch ends
+                self.wall_ends.append(time.perf_counter())
+                self.cpu_ends.append(time.process_time())
+            return out
+
+        self.scripts.run_through_dataloader = clocked
+        self.wall_start, self.cpu_start = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.scripts.run_through_dataloader = self.inner
+
+
 class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
     """The original UnitedNet behind mmint's whole-set interface.
 
@@ -219,7 +251,9 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
         Groups of the cluster heads (default: as mmint's ``unitednet`` resolves it).
     unitednet
         Hyper-parameters of mmint's ``unitednet`` whose networks the original builds (its
-        defaults otherwise).
+        defaults otherwise); a whole preset may be composed in, e.g.
+        ``+model@model.unitednet=unitednet_patchseq`` (its ``name``, ``max_epochs`` and
+        ``batch_size`` are ignored: this model's own keys set them).
     seed
         Seed of torch and numpy before training and inference.
     """
@@ -278,7 +312,10 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
 
         orig = self._original()
         mods = list(dm.modalities)
-        kw = dict(self.unitednet, task=self.task)
+        # a whole unitednet model config may come in (a preset composed into model.unitednet):
+        # its name, epochs and batch size are this adapter's own keys
+        kw = {k: v for k, v in self.unitednet.items() if k not in _OWN_KEYS}
+        kw["task"] = self.task
         if self.n_groups is not None:
             kw["n_groups"] = self.n_groups
         hp = dict(build_model("unitednet", dm.spec, **kw).hparams)
@@ -290,8 +327,8 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
         train, val = dm.cells("train"), dm.cells("val")
         labels = np.asarray(dm.batch_labels)
         self._seed(0)
-        t0, c0 = time.perf_counter(), time.process_time()
-        with tempfile.TemporaryDirectory(prefix="unitednet-original-") as save:
+        clock = _EpochClock(orig.scripts)
+        with tempfile.TemporaryDirectory(prefix="unitednet-original-") as save, clock:
             net = orig.UnitedNet(save, device="cpu", technique=copy.deepcopy(cfg))
             val_labels = labels[val] if self.task == "supervised" else None
             net.train(
@@ -303,16 +340,16 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
                 Path(save) / "train_best.pt", map_location="cpu", weights_only=False
             )
         self.network.device_in_use = "cpu"
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        wall = clock.wall_ends[-1] - clock.wall_start if clock.wall_ends else 0.0
         self.fit_cost = {
             "epochs": self.max_epochs,
-            "seconds_per_epoch": wall / max(1, self.max_epochs),
+            "seconds_per_epoch": median_epoch_seconds(clock.wall_start, clock.wall_ends),
             "cells_per_second": len(train) * self.max_epochs / max(wall, 1e-9),
+            "cpu_seconds_per_epoch": median_epoch_seconds(clock.cpu_start, clock.cpu_ends),
         }
         self.model_info = {
             "implementation": "original UnitedNet (by path)",
             "n_groups": int(hp["n_groups"]),
-            "cpu_seconds_per_epoch": cpu / max(1, self.max_epochs),
         }
         return self
 

@@ -15,13 +15,14 @@ from torch import nn
 
 from mmint.callbacks import IntegrationMetrics, LatentDistanceCurve, Timing
 from mmint.callbacks.curves import CURVE_COLUMNS, curve_correlations
+from mmint.callbacks.timing import median_epoch_seconds
 from mmint.data import PairedDataModule
 from mmint.models.base import IntegratorModule
 
 torch.set_num_threads(1)
 
 EPOCHS = 3
-VAL_SLEEP = 0.3  # seconds of sleep per validation epoch (to see whether timing counts it)
+VAL_SLEEP = 0.3  # CPU seconds burnt per validation epoch (to see whether timing counts it)
 
 
 class LinearIntegrator(IntegratorModule):
@@ -64,7 +65,9 @@ class LinearIntegrator(IntegratorModule):
 
     def validation_step(self, batch, batch_idx):
         if batch_idx == 0 and self.val_sleep:
-            time.sleep(self.val_sleep)
+            start = time.process_time()  # busy: the CPU clock must see it too
+            while time.process_time() - start < self.val_sleep:
+                pass
         self.log("val/loss", self._loss(batch), batch_size=len(batch["index"]))
 
     def configure_optimizers(self):
@@ -179,7 +182,12 @@ def test_curves_written_on_fit_end(fitted):
 def test_timing_summary(fitted):
     timing, dm = fitted["timing"], fitted["dm"]
     summary = timing.summary()
-    assert set(summary) == {"epochs", "seconds_per_epoch", "cells_per_second"}
+    assert set(summary) == {
+        "epochs",
+        "seconds_per_epoch",
+        "cells_per_second",
+        "cpu_seconds_per_epoch",
+    }
     assert summary["epochs"] == EPOCHS == len(timing.epoch_seconds)
     n_train = len(dm.train_cells())
     assert n_train % dm.batch_size != 1  # no 1-cell batch dropped
@@ -191,7 +199,28 @@ def test_timing_summary(fitted):
 
 
 def test_timing_summary_empty():
-    assert Timing().summary() == {"epochs": 0, "seconds_per_epoch": None, "cells_per_second": None}
+    assert Timing().summary() == {
+        "epochs": 0,
+        "seconds_per_epoch": None,
+        "cells_per_second": None,
+        "cpu_seconds_per_epoch": None,
+    }
+
+
+def test_median_epoch_seconds_by_hand():
+    # epochs of 5, 2, 3, 1 s: the first (warm-up) is left out, median of 2, 3, 1 = 2
+    assert median_epoch_seconds(10.0, [15.0, 17.0, 20.0, 21.0]) == 2.0
+    assert median_epoch_seconds(10.0, [15.0, 17.0]) == 2.0
+    assert median_epoch_seconds(10.0, [14.0]) == 4.0  # one epoch: itself
+    assert median_epoch_seconds(10.0, []) is None
+
+
+def test_timing_cpu_clock_counts_validation(fitted):
+    # the whole epoch's CPU (training + the validation's busy 0.3 s), where the wall clock of
+    # the training part leaves validation out
+    summary = fitted["timing"].summary()
+    assert summary["cpu_seconds_per_epoch"] >= VAL_SLEEP
+    assert summary["cpu_seconds_per_epoch"] > summary["seconds_per_epoch"]
 
 
 def test_timing_excludes_validation(fitted):

@@ -2,7 +2,9 @@
 surface (``src.interface.UnitedNet``, ``src.data.create_dataloader``,
 ``src.scripts.run_through_dataloader``, a ``src/configs/__init__.py`` that cannot be imported)
 and trivial networks: fixed seeded linear encoders and decoders, the fused latent the mean of
-the modality latents, groups the sign of its first coordinate. None of the original's code."""
+the modality latents, groups the sign of its first coordinate; ``train`` runs one validation
+pass per epoch through ``scripts.run_through_dataloader`` (the adapter's epoch clock). None of
+the original's code."""
 
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ FAKE = {
     "src/interface.py": """
         import os
         import torch
+        from src import scripts
+        from src.data import create_dataloader
         from src.modules import Net
 
         class UnitedNet:
@@ -51,6 +55,13 @@ FAKE = {
             def train(self, adatas, adatas_val=None, init_classify=False):
                 assert adatas_val is not None and "label" in adatas[0].obs
                 assert self.model.config["train_epochs"] >= 1
+                val = create_dataloader(self.model, adatas_val)
+                for _ in range(self.model.config["train_epochs"]):
+                    # as the original: each epoch ends with a validation pass
+                    with torch.no_grad():
+                        scripts.run_through_dataloader(
+                            self.model, val, best_model_path="train_best"
+                        )
                 torch.save(self.model, os.path.join(self.save_path, "train_best.pt"))
     """,
     "src/data.py": """
@@ -60,7 +71,7 @@ FAKE = {
             return [[torch.as_tensor(a.X) for a in adatas]]
     """,
     "src/scripts.py": """
-        def run_through_dataloader(model, loader, infer_model=True):
+        def run_through_dataloader(model, loader, infer_model=True, best_model_path=None):
             return model.outputs(loader[0])
     """,
 }

@@ -82,3 +82,27 @@ def test_fit_scores_the_originals_own_outputs(fake_original, tmp_path):
     assert metrics["r2"]["rna"]["ephys"] == pytest.approx(
         r2_score(truth, trans[dst][src].astype(np.float64)), abs=1e-5
     )
+
+
+def test_a_preset_composed_into_unitednet_builds_its_networks(fake_original, tmp_path):
+    # the speed suite's way: +model@model.unitednet=<preset>; its name / epochs / batch size
+    # are the adapter's own keys, the rest are the networks the original is handed
+    cfg = compose(
+        "fit",
+        [
+            "model=unitednet_original",
+            "+model@model.unitednet=unitednet_multiome",
+            "model.max_epochs=3",
+            *TINY,
+        ],
+    )
+    assert cfg["model"]["unitednet"]["max_epochs"] == 10  # the preset's, not used
+    run_dir = tmp_path / "run"
+    metrics = run_fit(cfg, run_dir)
+    assert metrics["status"] == "ok" and metrics["epochs"] == 3
+    net = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=False)["fitted"]["network"]
+    assert net.config["train_epochs"] == 3
+    assert [e["hiddens"] for e in net.config["encoders"]] == [[64, 64]] * 3  # the preset's
+    assert net.config["encoders"][0]["output"] == 64
+    # the epoch clock saw the fake's three validation passes
+    assert metrics["cpu_seconds_per_epoch"] is not None and metrics["cpu_seconds_per_epoch"] >= 0
