@@ -158,6 +158,8 @@ def side(ok: pd.DataFrame, ident: str, by_variant: bool) -> pd.DataFrame:
 
 
 def _pair_rows(table: pd.DataFrame, a: str, b: str, metrics: Sequence[str]) -> pd.DataFrame:
+    """``a / b`` of each metric on the rows both sides ran (columns: the row keys, the
+    metrics)."""
     ok = ok_rows(table)
     by_variant = "/" in a or "/" in b
     left, right = side(ok, a, by_variant), side(ok, b, by_variant)
@@ -167,19 +169,54 @@ def _pair_rows(table: pd.DataFrame, a: str, b: str, metrics: Sequence[str]) -> p
         if m in left and m in right:
             x = pd.to_numeric(left.loc[both, m], errors="coerce")
             y = pd.to_numeric(right.loc[both, m], errors="coerce")
-            rows[f"{m}.{a}"], rows[f"{m}.{b}"], rows[m] = x, y, x / y
+            rows[m] = x / y
     rows = rows.reset_index()
     if "variant" not in rows:
         rows.insert(1, "variant", f"{a} / {b}")
     return rows
 
 
+def run_rows(table: pd.DataFrame, models: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
+    """Each finished run of ``models`` (``model`` or ``model/variant``) with its metrics and
+    ``n_train``; ``train_cells_per_cpu_second`` = training cells / ``cpu_seconds_per_epoch``."""
+    ok = ok_rows(table)
+    frames = []
+    for ident in dict.fromkeys(models):
+        model, _, variant = str(ident).partition("/")
+        sub = ok[ok["model"] == model]
+        if variant:
+            sub = sub[sub["variant"] == variant]
+        frames.append(sub)
+    rows = pd.concat(frames, ignore_index=True) if frames else ok.iloc[:0]
+    keep = ["model", "data", "variant", "seed"]
+    out = rows[keep].copy()
+    out["n_train"] = pd.to_numeric(rows.get("split.n_train"), errors="coerce")
+    for m in metrics:
+        if m in rows:
+            out[m] = pd.to_numeric(rows[m], errors="coerce")
+    if "cpu_seconds_per_epoch" in out:
+        out["train_cells_per_cpu_second"] = out["n_train"] / out["cpu_seconds_per_epoch"]
+    return out
+
+
 def speed_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, pd.DataFrame]:
-    """The ``speed`` section: ratios ``a / b`` on the rows both models ran."""
+    """The ``speed`` section: each run's cost, then the ratios ``a / b`` on the rows both
+    models ran (``speed.csv``: ``kind`` run or ratio)."""
     metrics = list(spec.get("metrics") or SPEED_METRICS)
-    text, frames = ["## Speed", ""], []
-    for a, b in spec.get("pairs") or []:
-        rows = _pair_rows(table, str(a), str(b), metrics)
+    pairs = [(str(a), str(b)) for a, b in spec.get("pairs") or []]
+    runs = run_rows(table, [x for pair in pairs for x in pair], metrics)
+    shown = [m for m in [*metrics, "train_cells_per_cpu_second"] if m in runs]
+    body = [
+        [r.model, r.data, r.variant, str(r.seed), fmt(r.n_train, 0), *(fmt(r[m], 3) for m in shown)]
+        for _, r in runs.iterrows()
+    ]
+    text = ["## Speed", "", "Per run:", ""]
+    text += [markdown_table(["model", "data", "variant", "seed", "n_train", *shown], body), ""]
+    frames = [runs.assign(kind="run")]
+    for a, b in pairs:
+        rows = _pair_rows(table, a, b, metrics)
+        if rows.empty:  # the suite ran with one side only (e.g. suite.models narrowed)
+            continue
         shown = [m for m in metrics if m in rows]
         text += [f"Ratio {a} / {b} on the same rows (< 1: {a} needs less):", ""]
         body = [
@@ -190,8 +227,9 @@ def speed_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, pd
             gm = [fmt(float(np.exp(np.log(sub[m]).mean())), 2) for m in shown]
             body.append([f"**{data}**", "", "geometric mean", *gm])
         text += [markdown_table(["data", "variant", "seed", *shown], body), ""]
-        frames.append(rows.assign(a=a, b=b))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frames.append(rows.assign(kind="ratio", model=f"{a} / {b}"))
+    out = pd.concat(frames, ignore_index=True)
+    out = out[["kind", *[c for c in out.columns if c != "kind"]]]
     return "\n".join(text).rstrip(), out
 
 

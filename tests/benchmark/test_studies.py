@@ -103,8 +103,14 @@ def test_speed_ratios_on_the_same_rows():
     table = _table()
     table = table[~((table.model == "slow") & (table.seed == 3) & (table.data == "d2"))]
     _, out = speed_section(table, {"pairs": [["fast", "slow"]], "metrics": ["process.cpu_seconds"]})
-    assert len(out) == 7  # the row only 'fast' ran is left out
-    assert np.allclose(out["process.cpu_seconds"], 1 / 3)
+    ratio = out[out.kind == "ratio"]
+    assert len(ratio) == 7  # the row only 'fast' ran is left out
+    assert np.allclose(ratio["process.cpu_seconds"], 1 / 3)
+    runs = out[out.kind == "run"]  # every run of either side, with its own figure
+    assert len(runs) == 15
+    fast = runs[runs.model == "fast"].sort_values(["data", "seed"])
+    want = table[table.model == "fast"].sort_values(["data", "seed"])["process.cpu_seconds"]
+    assert np.allclose(fast["process.cpu_seconds"], want)
 
 
 def test_parity_is_paired_by_dataset_and_seed():
@@ -200,7 +206,11 @@ def test_parity_unitednet_suite_on_a_fake_original(tmp_path, fake_original):
     assert row["mean"] == pytest.approx(a["ari"].mean() - b["ari"].mean())
     assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
     speed = pd.read_csv(tmp_path / "s" / "speed.csv").sort_values("seed")
+    ratio = speed[speed.kind == "ratio"]
     expected = a["seconds_per_epoch"].to_numpy() / b["seconds_per_epoch"].to_numpy()
-    assert np.allclose(speed["seconds_per_epoch"], expected)
+    assert np.allclose(ratio["seconds_per_epoch"], expected)
+    runs = speed[speed.kind == "run"]  # each run's own figures beside the ratios
+    assert sorted(runs.model) == ["unitednet"] * 3 + ["unitednet_original"] * 3
+    assert np.allclose(runs[runs.model == "unitednet"]["seconds_per_epoch"], a["seconds_per_epoch"])
     report = (tmp_path / "s" / "report.md").read_text()
     assert "## Parity" in report and "## Speed" in report
