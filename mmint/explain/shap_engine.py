@@ -19,6 +19,8 @@ from torch import nn
 from mmint.errors import InputError
 
 EXPLAINERS = ("auto", "deep", "gradient")
+#: rows of one expected-gradients pass (the samples of ``GRADIENT_ROWS // nsamples`` cells)
+GRADIENT_ROWS = 4096
 #: leaf modules without a DeepExplainer rule that are linear in their input (its pass-through
 #: gradient is then exact)
 LINEAR_LEAVES = {"WeightedMeanFuser", "AppendConstant"}
@@ -95,15 +97,42 @@ def _deep(net: nn.Module, bg: torch.Tensor, x: torch.Tensor) -> np.ndarray:
         return _as_3d(explainer.shap_values(x, check_additivity=False))
 
 
-def _gradient(
+def expected_gradients(
     net: nn.Module, bg: torch.Tensor, x: torch.Tensor, nsamples: int, batch_size: int, seed: int
 ) -> np.ndarray:
-    import shap
+    """shap's ``GradientExplainer`` values (expected gradients), computed in batches.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        explainer = shap.GradientExplainer(net, bg, batch_size=batch_size)
-        return _as_3d(explainer.shap_values(x, nsamples=nsamples, rseed=seed))
+    The same estimator and the same random draws as ``shap.GradientExplainer(net, bg)
+    .shap_values(x, nsamples=nsamples, rseed=seed)``: for cell ``j`` and sample ``k``, a
+    background row ``r`` (``choice``) and ``t ~ U(0, 1)`` (``uniform``) drawn from a legacy
+    ``RandomState(seed)`` in shap's order (cells, then samples; the same draws for every
+    output), the gradient of each output at ``t x_j + (1 - t) bg_r`` times ``x_j - bg_r``,
+    averaged over ``k``. Where shap runs one forward and backward pass per cell and output,
+    this runs one forward pass over ``batch_size`` cells' samples and one backward pass per
+    output (``net`` must treat rows independently, as in eval mode), so the values equal
+    shap's up to float rounding. Returns ``(n, p, k)``.
+    """
+    n, p = x.shape
+    rs = np.random.RandomState(seed)
+    draws = [(rs.choice(bg.shape[0]), rs.uniform()) for _ in range(n * nsamples)]
+    rows = torch.as_tensor(np.array([r for r, _ in draws], dtype=np.int64)).view(n, nsamples)
+    t = torch.as_tensor(np.array([t for _, t in draws], dtype=np.float32)).view(n, nsamples, 1)
+    ref = bg[rows]  # (n, nsamples, p)
+    xs = x.unsqueeze(1)
+    inputs = t * xs + (1 - t) * ref
+    delta = (xs - ref).double()
+    cells = max(1, batch_size // max(1, nsamples))  # cells per forward pass
+    out: list[np.ndarray] = []
+    for c0 in range(0, n, cells):
+        chunk = inputs[c0 : c0 + cells].reshape(-1, p).clone().requires_grad_()
+        y = net(chunk).reshape(len(chunk), -1)
+        k = y.shape[1]
+        grads = [
+            torch.autograd.grad(y[:, i].sum(), chunk, retain_graph=i + 1 < k)[0] for i in range(k)
+        ]
+        g = torch.stack(grads, -1).double().view(-1, nsamples, p, k)
+        out.append((g * delta[c0 : c0 + cells].unsqueeze(-1)).mean(1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, p, 1))
 
 
 def shap_values(
@@ -126,8 +155,8 @@ def shap_values(
         GradientExplainer), ``"deep"`` (DeepExplainer, error when not additive) or
         ``"gradient"``.
     nsamples, batch_size
-        GradientExplainer samples per cell and gradient batch size (default ``nsamples``:
-        one backward pass per cell and output).
+        GradientExplainer samples per cell, and rows per gradient pass (default 4,096: the
+        samples of ``batch_size // nsamples`` cells; see :func:`expected_gradients`).
     seed
         Seed of GradientExplainer's sampling.
     tol
@@ -165,7 +194,7 @@ def shap_values(
                 reason = f"DeepExplainer failed: {type(exc).__name__}: {exc}"[:300]
         if explainer == "deep":
             raise RuntimeError(f"DeepExplainer cannot explain this network: {reason}")
-    values = _gradient(net, bg, xt, nsamples, batch_size or nsamples, seed)
+    values = expected_gradients(net, bg, xt, nsamples, batch_size or GRADIENT_ROWS, seed)
     return ShapResult(
         values, expected, out, "gradient", _additivity(values, expected, out), reason or "asked"
     )

@@ -111,3 +111,21 @@ def test_pairs_dst_choice_and_groups():
     assert choose_dst_features(x, names, None).tolist() == [0, 1, 2, 3]
     g = Groups(np.array([1, 0, 1, -1]), ["a", "b"], "label")
     assert g.cells("b").tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("batch_size", [26, 4096])  # 2 cells per pass (a short last one); all
+def test_expected_gradients_equal_shaps_gradient_explainer(batch_size):
+    import shap
+
+    from mmint.explain.shap_engine import expected_gradients
+
+    net = _mlp(layer_norm=True)
+    x, bg = torch.from_numpy(_data(7, 3)), torch.from_numpy(_data(9, 4))
+    ours = expected_gradients(net, bg, x, nsamples=13, batch_size=batch_size, seed=5)
+    theirs = shap.GradientExplainer(net, bg, batch_size=13).shap_values(x, nsamples=13, rseed=5)
+    theirs = np.stack(theirs, -1) if isinstance(theirs, list) else np.asarray(theirs)
+    assert ours.shape == theirs.shape == (7, 6, 3)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
+    # another seed draws other samples: the values move
+    other = expected_gradients(net, bg, x, nsamples=13, batch_size=batch_size, seed=6)
+    assert np.abs(other - theirs).max() > 1e-3
