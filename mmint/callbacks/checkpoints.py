@@ -162,7 +162,7 @@ class LastCheckpoint(Checkpoint):
         """Write ``last.ckpt`` through a temporary file (rank 0 renames it)."""
         start = time.perf_counter()
         tmp = self.path.with_name(self.path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizer state too
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         trainer.strategy.barrier("last_checkpoint")
