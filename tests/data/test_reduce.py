@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from omegaconf import OmegaConf
 from sklearn.decomposition import TruncatedSVD
 
@@ -196,3 +197,17 @@ def test_fit_with_data_reduce_through_hydra(tmp_path):
     assert 0 < rec["explained_variance_ratio_sum"] < 1
     # atac was the only binary modality: scored as components now, so no AUROC anywhere
     assert np.isfinite(metrics["r2"]["rna"]["atac"]) and metrics["auroc"] is None
+
+
+def test_multivi_reads_a_raw_wide_continuous_modality_sparse_or_dense(wide_continuous):
+    """The raw case (no reduction, transform none: the input stays CSR): the MultiVI-style
+    Gaussian decoder scores a sparse batch as the same batch dense."""
+    dm = PairedDataModule(wide_continuous, seed=0, transforms={"atac": "none"})
+    dm.setup()
+    model = build_model("multivi", dm.spec).eval()
+    idx = dm.split["train"][:64]
+    sparse, dense = dm.batch(idx, sparse=True), dm.batch(idx, sparse=False)
+    assert sparse["atac"].layout == torch.sparse_csr
+    with torch.no_grad():
+        a, b = model.module.loss(sparse), model.module.loss(dense)
+    assert torch.isfinite(a.loss) and float(a.loss) == pytest.approx(float(b.loss), rel=1e-6)
