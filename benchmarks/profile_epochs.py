@@ -10,7 +10,9 @@
   one ``PredictionAccumulator.update`` of a 1,024 x 25,734 batch.
 
 Usage: ``MMINT_DATA_DIR=... python benchmarks/profile_epochs.py [--models multivi cvqvae]
-[--epochs 3] | --operators [--rows 45] | --memory fit [--batches sparse] | --memory accumulator``
+[--epochs 3] [--data custom --set <overrides>] | --operators [--rows 45] | --memory fit
+[--batches sparse] | --memory accumulator`` (``--set``: extra Hydra overrides, each model with
+its own settings; used for the wide-input rows of ``results/speed.md``)
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ model.protein_mixture=true model.modality_weights=equal model.modality_penalty=j
 model.adversarial_mixing=true model.adversary_kappa=1.0 eval.kbet=false eval.leiden=true""".split()
 
 
-def overrides(model: str, epochs: int, data: str | None) -> list[str]:
-    """The fit's overrides: MultiVI with MULTIVI's parity settings, others with their own."""
+def overrides(
+    model: str, epochs: int, data: str | None, extra: list[str] | None = None
+) -> list[str]:
+    """The fit's overrides: MultiVI with MULTIVI's parity settings, others with their own;
+    ``extra`` (``--set``): Hydra overrides after these, and every model with its own settings."""
     over = [f"data={data or SNARE}", f"model={model}", *BASE, f"model.max_epochs={epochs}"]
-    return [*over, "trainer.enable_progress_bar=false", *(MULTIVI * (model == "multivi"))]
+    parity = MULTIVI * (model == "multivi" and not extra)
+    return [*over, "trainer.enable_progress_bar=false", *parity, *(extra or [])]
 
 
 class Clock(L.Callback):
@@ -72,8 +78,11 @@ class Clock(L.Callback):
             self.depth -= 1
 
     def wrap(self, obj: Any, attr: str, name: str, always: bool = False) -> None:
-        """Time every call of ``obj.attr`` as ``name``."""
-        inner = getattr(obj, attr)
+        """Time every call of ``obj.attr`` as ``name`` (nothing when ``obj`` has none: UnitedNet
+        has no ``module.loss``, its forward then counts under ``other``)."""
+        inner = getattr(obj, attr, None)
+        if inner is None:
+            return
 
         def timed(*args, **kwargs):
             with self.part(name, always):
@@ -145,11 +154,13 @@ def count_syncs(model, dm, n_batches: int = 3) -> float:
     return calls.get("aten::_local_scalar_dense", 0) / n_batches
 
 
-def parts(model_name: str, epochs: int, data: str | None) -> dict[str, Any]:
+def parts(
+    model_name: str, epochs: int, data: str | None, extra: list[str] | None = None
+) -> dict[str, Any]:
     """One fit through ``train_model`` with the parts timed; per-epoch rows."""
     import mmint.fit as fit_mod
 
-    cfg, (_, max_epochs, _, dm, model) = fit_setup(overrides(model_name, epochs, data))
+    cfg, (_, max_epochs, _, dm, model) = fit_setup(overrides(model_name, epochs, data, extra))
     clock, original = Clock(), fit_mod.Timing
     clock.instrument(model)
 
@@ -166,7 +177,9 @@ def parts(model_name: str, epochs: int, data: str | None) -> dict[str, Any]:
     fit_mod.Timing = original
     n_train, batches = int(len(dm.split["train"])), len(dm.train_dataloader())
     out = dict(n_train=n_train, batches=batches, fit_cpu=fit_cpu, fit_wall=fit_wall, rss=clock.rss)
-    return {**out, "epochs": clock.epochs, "syncs": count_syncs(model, dm), "load": load()}
+    # the sync count steps the model outside a trainer: the shared VAE plan's models only
+    syncs = count_syncs(model, dm) if hasattr(model.module, "loss") else float("nan")
+    return {**out, "epochs": clock.epochs, "syncs": syncs, "load": load()}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -242,6 +255,7 @@ def main() -> None:
     parser.add_argument("--model", default="unitednet_patchseq", help="operators")
     parser.add_argument("--data", help="dataset: SNARE-seq; operators: Patch-seq")
     parser.add_argument("--rows", type=int, default=30, help="operators: rows shown")
+    parser.add_argument("--set", nargs="*", help="parts: extra Hydra overrides (own settings)")
     parser.add_argument("--memory", choices=["fit", "accumulator"], help="memory probe mode")
     parser.add_argument("--batches", choices=["sparse", "dense"], help="memory fit: batches")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -252,7 +266,7 @@ def main() -> None:
         operators(args) if args.operators else memory(args)
         return
     if args.child:
-        emit(parts(args.child, args.epochs, args.data))
+        emit(parts(args.child, args.epochs, args.data, args.set))
         return
     for m in args.models:  # one process per model: peak RSS is per fit
         r = child([__file__, "--child", m, *sys.argv[1:]])

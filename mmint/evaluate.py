@@ -57,7 +57,7 @@ def collect(
     pairs = pairs if pairs is not None else [(s, d) for s in mods for d in mods]
     prediction: dict[str, dict[str, PredictionAccumulator]] = {}
     for s, d in pairs:
-        binary = dm.data.modalities[d].kind == "binary"
+        binary = dm.input_kind(d) == "binary"
         prediction.setdefault(s, {})[d] = PredictionAccumulator(compute_auroc=binary)
     joint, groups, latents = [], [], {m: [] for m in mods}
     device = getattr(model, "device", torch.device("cpu"))

@@ -79,6 +79,7 @@ def build_datamodule(
         batch_size=batch_size,
         transforms=data_cfg.get("transforms"),
         n_top_features=data_cfg.get("n_top_features"),
+        reduce=data_cfg.get("reduce"),
     )
     if state:
         dm.load_state_dict(dict(state))
@@ -395,6 +396,8 @@ def _fit(
         }
         if getattr(best, "model_info", None):
             metrics["model_info"] = best.model_info
+        if dm.reductions:  # data.reduce: scores of a reduced modality are on its components
+            metrics["reduction"] = dm.reduction_record()
         metrics["warnings"] = [*dm.data.warnings, *result_warnings(metrics, dm)]
         metrics["predictions_subsample"] = written_how
         metrics["status"], metrics["error"] = "ok", None

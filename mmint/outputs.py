@@ -56,7 +56,7 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
     mods = {}
     for m in dm.modalities:
         rows = np.flatnonzero(has[m])
-        feats = dm.data.modalities[m].var_names[dm.transforms[m].features]
+        feats = np.asarray(dm.input_features(m))
         # backed inputs stay in their files: the entry then has no X (see data.backed)
         lazy = is_lazy(dm.inputs[m])
         a = ad.AnnData(
@@ -108,14 +108,14 @@ def write_prediction(
     import h5py
 
     both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
-    feats = dm.data.modalities[dst].var_names[dm.transforms[dst].features].astype(str)
+    feats = np.asarray(dm.input_features(dst)).astype(str)
     a = ad.AnnData(
         obs=pd.DataFrame(index=dm.data.names[both].astype(str)), var=pd.DataFrame(index=feats)
     )
     a.layers["observed"] = (
         dm.inputs[dst][both] if len(both) else np.zeros((0, len(feats)), np.float32)
     )
-    a.uns["mmint"] = {"model": model.name, "src": src, "dst": dst, "space": dm.transform_names[dst]}
+    a.uns["mmint"] = {"model": model.name, "src": src, "dst": dst, "space": _space(dm, dst)}
     with atomic_path(path, make_parents=False) as tmp:
         a.write_h5ad(tmp)
         with h5py.File(tmp, "a") as f:
@@ -152,3 +152,9 @@ def write_outputs(
                 write_prediction(model, dm, src, dst, np.asarray(prediction_cells), path)
                 written.append(path)
     return written
+
+
+def _space(dm: PairedDataModule, m: str) -> str:
+    """The model-input space of ``m``: its transform, or its reduction's standardised
+    components (``data.reduce``)."""
+    return f"{dm.reduce[m][0]} components" if m in dm.reduce else dm.transform_names[m]

@@ -97,6 +97,12 @@ def mapped_transforms(
     """The run's fitted transforms, with the selected features looked up by name in the new
     data's features."""
     state = run.datamodule_state or {}
+    if state.get("reductions"):
+        raise InputError(
+            "mmint predict does not yet apply a run's data.reduce reductions",
+            str(run.path),
+            "fit a run on the new cells too, or one without data.reduce",
+        )
     if "transforms" not in state:
         raise InputError(
             "the checkpoint holds no fitted transforms",

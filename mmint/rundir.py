@@ -62,6 +62,8 @@ def config_hash(cfg: Mapping[str, Any]) -> str:
             c[node].pop(rest[0], None)
         elif not rest:
             c.pop(node, None)
+    if isinstance(c.get("data"), dict) and c["data"].get("reduce", 0) is None:
+        c["data"].pop("reduce")  # data.reduce came later: its default keeps older runs' hashes
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -40,6 +40,6 @@ def wide_sparse_continuous(name: str, kind: str, x: Any, rows: np.ndarray) -> st
         f"'{name}' is declared continuous but is {100 * zeros:.1f}% zeros over "
         f"{x.shape[1]:,} features: the deep models read it as dense values (slow, large "
         "checkpoints, often no better than chance) - declare it binary if it is presence "
-        f"(peaks: 'data.kinds={{..., {name}: binary}}'), or use a reduced input: "
-        "model=cvqvae model.input_rep=pca, or the floor model=pca"
+        f"(peaks: 'data.kinds={{..., {name}: binary}}'), or reduce it for any model: "
+        f"'data.reduce={{{name}: {{method: lsi, n_components: 50}}}}' (svd for signed values)"
     )

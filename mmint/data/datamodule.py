@@ -12,16 +12,23 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mmint import keys
+from mmint.data.advice import wide_sparse_continuous
 from mmint.data.backed import TransformedRows, is_lazy
 from mmint.data.modality import (
     SPARSE_MIN_FEATURES,
     FittedTransform,
     check_dense_width,
-    check_transform,
     fit_transform,
     row_blocks,
 )
 from mmint.data.paired import PairedData
+from mmint.data.reduce import (
+    FittedReduction,
+    check_lsi_values,
+    check_reduce,
+    fit_reduction,
+    input_transforms,
+)
 from mmint.data.sampling import ShuffledBatches
 from mmint.data.spec import DataSpec, train_count_means
 from mmint.data.splits import make_split
@@ -129,6 +136,10 @@ class PairedDataModule(L.LightningDataModule):
     n_top_features
         ``{modality: n}``: keep the n most variable genes / most frequent peaks, chosen on
         training cells.
+    reduce
+        ``{modality: {"method": "svd"|"lsi", "n_components": K}}``: replace the modality by K
+        standardised components fitted on training cells (:mod:`mmint.data.reduce`); the
+        models see a K-column ``continuous`` modality.
 
     Notes
     -----
@@ -155,6 +166,7 @@ class PairedDataModule(L.LightningDataModule):
         n_top_features: Mapping[str, int] | None = None,
         eval_batch_size: int = 1024,
         shuffle_block: int | None = None,
+        reduce: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.data = data
@@ -162,11 +174,21 @@ class PairedDataModule(L.LightningDataModule):
         self.seed = seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
-        self.transform_names = {
-            m: check_transform(m, mod.kind, (transforms or {}).get(m))
+        self.n_top_features = dict(n_top_features or {})
+        widths = {
+            m: min(mod.n_features, int(self.n_top_features.get(m) or mod.n_features))
             for m, mod in data.modalities.items()
         }
-        self.n_top_features = dict(n_top_features or {})
+        kinds = {m: mod.kind for m, mod in data.modalities.items()}
+        #: ``{modality: (method, n_components)}`` of ``data.reduce``, and each input transform
+        self.reduce = check_reduce(reduce, widths, transforms or {})
+        self.transform_names = input_transforms(kinds, self.reduce, transforms or {})
+        #: fitted ``data.reduce`` reductions (at :meth:`setup`, or from a checkpoint)
+        self.reductions: dict[str, FittedReduction] = {}
+        for m, mod in data.modalities.items():  # a reduced modality needs no advice
+            line = m not in self.reduce and wide_sparse_continuous(m, mod.kind, mod.x, mod.present)
+            if line and line not in data.warnings:
+                data.warnings.append(line)
         for m, mod in data.modalities.items():
             _check_width(m, mod.kind, self.transform_names[m], mod.n_features, self.n_top_features)
             width = min(mod.n_features, int(self.n_top_features.get(m) or mod.n_features))
@@ -217,12 +239,14 @@ class PairedDataModule(L.LightningDataModule):
             self.transforms = {}
             train = self.split["train"]
             for m, mod in self.data.modalities.items():
+                if self.reduce.get(m, ("",))[0] == "lsi":
+                    check_lsi_values(m, mod.x)
                 cells = train[mod.present[train]]
                 self.transforms[m] = fit_transform(
                     mod.x, mod.kind, self.transform_names[m], self.n_top_features.get(m), cells
                 )
         # in memory: transformed once (a sparse input stays CSR and shares the raw indices);
-        # backed: transformed per batch as rows are read
+        # backed: transformed per batch as rows are read; a reduced modality: its components
         self.inputs: dict[str, Any] = {}
         self.counts: dict[str, Any] = {}
         self.masks: dict[str, np.ndarray] = {}
@@ -239,7 +263,38 @@ class PairedDataModule(L.LightningDataModule):
                     sparse = sp.issparse(raw)
                     self.counts[m] = sp.csr_matrix(raw, dtype=np.float32) if sparse else raw
             self.masks[m] = mod.present.astype(np.float32)
+        self._reduce_inputs()
         self._ready = True
+
+    def _reduce_inputs(self) -> None:
+        """Fit ``data.reduce``'s reductions on training cells (unless restored from a
+        checkpoint) and replace those modalities' inputs by their components (no raw counts:
+        they are ``continuous`` for the models)."""
+        if not getattr(self, "reductions", None):
+            train = self.split["train"]
+            self.reductions = {
+                m: fit_reduction(self.inputs[m], train[self.masks[m][train] > 0], method, k)
+                for m, (method, k) in self.reduce.items()
+            }
+        for m, red in self.reductions.items():
+            self.inputs[m] = red.apply(self.inputs[m])
+            self.counts.pop(m, None)
+
+    def input_kind(self, modality: str) -> str:
+        """The kind the models see (``continuous`` for a reduced modality)."""
+        return "continuous" if modality in self.reduce else self.data.modalities[modality].kind
+
+    def input_features(self, modality: str) -> list[str]:
+        """Names of the model-input features (the components' for a reduced modality)."""
+        if modality in self.reduce:
+            return self.reductions[modality].feature_names(modality)
+        mod = self.data.modalities[modality]
+        return [str(v) for v in mod.var_names[self.transforms[modality].features]]
+
+    def reduction_record(self) -> dict[str, Any]:
+        """``metrics.json``'s ``reduction``: ``{modality: method, n_components, explained
+        variance ratio sum, training cells}`` (empty without ``data.reduce``)."""
+        return {m: red.record() for m, red in self.reductions.items()}
 
     @property
     def modalities(self) -> list[str]:
@@ -259,9 +314,11 @@ class PairedDataModule(L.LightningDataModule):
         }
         return DataSpec(
             modalities=self.modalities,
-            kinds={m: mod.kind for m, mod in self.data.modalities.items()},
+            kinds={m: self.input_kind(m) for m in self.modalities},
             n_features={m: int(self.inputs[m].shape[1]) for m in self.modalities},
-            transforms=dict(self.transform_names),
+            transforms={
+                m: "standardize" if m in self.reduce else t for m, t in self.transform_names.items()
+            },
             n_batches=len(self.batch_names),
             label_names=list(self.label_names),
             train_label_counts=[int(c) for c in counts],
@@ -273,10 +330,7 @@ class PairedDataModule(L.LightningDataModule):
             n_train=len(train),
             n_cells=int(self.data.n_cells),
             count_means=train_count_means(self.counts, self.masks, train),
-            feature_names={
-                m: [str(v) for v in mod.var_names[self.transforms[m].features]]
-                for m, mod in self.data.modalities.items()
-            },
+            feature_names={m: self.input_features(m) for m in self.modalities},
         )
 
     # ------------------------------------------------------------------ batches
@@ -378,12 +432,18 @@ class PairedDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """Fitted transforms and split (Lightning stores this in every checkpoint)."""
         # tensors and plain types only, so checkpoints load with torch's weights_only=True
-        return {
+        state = {
             "transforms": {m: _tensors(t.state()) for m, t in self.transforms.items()},
             "split": {s: torch.from_numpy(np.asarray(idx)) for s, idx in self.split.items()},
             "seed": self.seed,
         }
+        if getattr(self, "reductions", None):  # only with data.reduce: older states unchanged
+            state["reductions"] = {m: _tensors(r.state()) for m, r in self.reductions.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Reuse fitted transforms from a checkpoint (call before :meth:`setup`)."""
         self.transforms = {m: FittedTransform.from_state(s) for m, s in state["transforms"].items()}
+        self.reductions = {
+            m: FittedReduction.from_state(s) for m, s in (state.get("reductions") or {}).items()
+        }

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from mmint.data.advice import wide_sparse_continuous
 from mmint.data.checks import (
     check_annotations_agree,
     check_kinds,
@@ -128,8 +127,6 @@ class PairedData:
         )
         data._check_values()
         data._mark_empty_cells()
-        for m, mod in data.modalities.items():
-            data.warnings += filter(None, [wide_sparse_continuous(m, mod.kind, mod.x, mod.present)])
         data._check_paired()
         data._check_columns({m: w for m, (_, w) in loaded.items()})
         return data

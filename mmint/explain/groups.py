@@ -22,8 +22,7 @@ def dense_rows(dm: Any, modality: str, idx: np.ndarray) -> np.ndarray:
 
 def feature_names(dm: Any, modality: str) -> list[str]:
     """Names of the model-input features of ``modality``."""
-    mod = dm.data.modalities[modality]
-    return [str(v) for v in mod.var_names[dm.transforms[modality].features]]
+    return dm.input_features(modality)
 
 
 def observed(dm: Any, modalities: Sequence[str], idx: np.ndarray) -> np.ndarray:

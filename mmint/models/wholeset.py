@@ -49,7 +49,7 @@ def accumulate_predictions(
     out: dict[str, dict[str, PredictionAccumulator]] = {}
     size = int(getattr(dm, "eval_batch_size", 1024))
     for src, dst in pairs:
-        binary = dm.data.modalities[dst].kind == "binary"
+        binary = dm.input_kind(dst) == "binary"
         acc = out.setdefault(src, {})[dst] = PredictionAccumulator(compute_auroc=binary)
         both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
         for i in range(0, len(both), size):

@@ -27,7 +27,7 @@ def test_fires_for_wide_mostly_zero_continuous_only():
     x = sp.random(n, p, density=density, format="csr", random_state=1)
     rows = np.ones(n, bool)
     line = wide_sparse_continuous("atac", "continuous", x, rows)
-    assert line is not None and "\n" not in line and "binary" in line and "input_rep=pca" in line
+    assert line is not None and "\n" not in line and "binary" in line and "data.reduce" in line
     assert wide_sparse_continuous("atac", "binary", x, rows) is None
     assert wide_sparse_continuous("atac", "continuous", x[:, : p - 1], rows) is None  # narrow
     dense_enough = rng.random((n, p)) * (rng.random((n, p)) < 2 * (1 - MOSTLY_ZEROS))

@@ -128,3 +128,21 @@ def test_backed_outer_join_gives_absent_rows_as_zero(tmp_path):
     expected[[0, 2, 3]] = x[[3, 0, 9]].toarray()
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(m[1:4].toarray(), expected[1:4])
+
+
+@pytest.mark.parametrize("method", ["svd", "lsi"])
+def test_reduce_backed_equals_in_memory(files, method):
+    """``data.reduce`` on rows read from the file: the in-memory reduction and inputs."""
+    reduce = {"atac": {"method": method, "n_components": 5}}
+    dms = []
+    for backed in (False, True):
+        data = _data(files, backed)
+        if backed:
+            _blocks_of(data)
+        dm = PairedDataModule(data, seed=0, batch_size=50, shuffle_block=BLOCK, reduce=reduce)
+        dm.setup()
+        dms.append(dm)
+    mem, lazy = dms
+    assert not is_lazy(lazy.inputs["atac"]) and lazy.inputs["atac"].shape == (300, 5)
+    assert np.allclose(mem.reductions["atac"].components, lazy.reductions["atac"].components)
+    assert np.allclose(mem.inputs["atac"], lazy.inputs["atac"], atol=1e-5)

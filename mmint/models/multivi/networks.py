@@ -19,6 +19,7 @@ from mmint.nn.likelihoods import (
     log_zinb,
 )
 from mmint.nn.mlp import MLP
+from mmint.nn.sparse import dense
 
 Batch = dict[str, Tensor]
 
@@ -343,7 +344,9 @@ class ContinuousDecoder(_Decoder):
 
     def log_prob(self, h: Tensor, batch: Batch) -> Tensor:
         var = torch.exp(self.log_var) + 1e-6
-        return log_normal(batch[self.modality], self.mean(h), var).sum(-1)
+        # a sparse batch (a wide sparse modality declared continuous): the Gaussian reads
+        # every entry, so this batch's target is made dense (one batch at a time)
+        return log_normal(dense(batch[self.modality]), self.mean(h), var).sum(-1)
 
     def predict(self, h: Tensor) -> Tensor:
         return self.mean(h)
