@@ -123,10 +123,30 @@ def clean_run_dir(run_dir: Path) -> None:
         clean(run_dir)
 
 
-def _init_worker(threads: int) -> None:
+#: the suite's log file in its folder (Hydra's job log of ``mmint benchmark``)
+LOG_FILE = "cli.log"
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+def _init_worker(threads: int, log_file: str | None = None) -> None:
+    """A worker process: ``threads`` torch threads, and a console as quiet as the parent's
+    (:func:`mmint.console.setup_console`): library banners and warnings go to the suite's log
+    file, mmint's own lines and errors to the terminal."""
+    import logging
+
     import torch
 
+    from mmint.console import setup_console
+
     torch.set_num_threads(max(1, threads))
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        root.addHandler(handler)
+    root.addHandler(logging.StreamHandler())
+    setup_console(verbose=False)
 
 
 def run_suite(
@@ -280,8 +300,10 @@ def _run_suite(
         else:
             threads = max(1, (os.cpu_count() or 1) // suite.n_jobs)
             ctx = multiprocessing.get_context("spawn")
+            log = Path(suite_dir) / LOG_FILE
+            init = (threads, str(log) if log.exists() else None)
             with ProcessPoolExecutor(
-                suite.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+                suite.n_jobs, mp_context=ctx, initializer=_init_worker, initargs=init
             ) as pool:
                 futures = {
                     pool.submit(fit_one, cfg, str(run_dir_of(suite_dir, run))): (run, cfg)
