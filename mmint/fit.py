@@ -354,6 +354,7 @@ def _fit(
                 "epochs": None,
                 "seconds_per_epoch": None,
                 "cells_per_second": None,
+                "cpu_seconds_per_epoch": None,
                 "world_size": 1,
             }
             # models that train in epochs inside an external tool (scvi-tools) report them

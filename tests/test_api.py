@@ -49,6 +49,7 @@ VARYING = {
     "peak_rss_mb",
     "seconds_per_epoch",
     "cells_per_second",
+    "cpu_seconds_per_epoch",
     "config_hash",
     "reuse",
 }

@@ -49,6 +49,7 @@ COST = {
     "epochs",
     "seconds_per_epoch",
     "cells_per_second",
+    "cpu_seconds_per_epoch",
     "world_size",
 }
 OUTCOME = {"status", "error"}

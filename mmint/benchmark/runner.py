@@ -13,9 +13,11 @@ so a kill mid-suite loses no finished run.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -128,6 +130,18 @@ LOG_FILE = "cli.log"
 _LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
+def _die_with_parent() -> None:
+    """Linux: this worker is killed when the suite process dies (even by SIGKILL), so that no
+    orphan finishes a run behind a resumed suite's back."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 def _init_worker(threads: int, log_file: str | None = None) -> None:
     """A worker process: ``threads`` torch threads, and a console as quiet as the parent's
     (:func:`mmint.console.setup_console`): library banners and warnings go to the suite's log
@@ -138,6 +152,7 @@ def _init_worker(threads: int, log_file: str | None = None) -> None:
 
     from mmint.console import setup_console
 
+    _die_with_parent()
     torch.set_num_threads(max(1, threads))
     root = logging.getLogger()
     root.setLevel(logging.INFO)

@@ -150,7 +150,7 @@ def test_built_in_suites(name):
     )
     assert len(runs) == len(suite.datasets) * per_data
     if name == "quick":
-        assert suite.datasets == ["synthetic"] and suite.seeds == [0, 1] and suite.n_jobs == 1
+        assert suite.datasets == ["synthetic"] and suite.seeds == [0, 1] and suite.n_jobs == 2
         assert set(suite.models) >= {"unitednet", "multivi", "cvqvae", "pca"}
         assert "++eval.kbet=false" in runs[0].overrides
     if name == "real":
