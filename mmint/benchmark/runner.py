@@ -83,7 +83,7 @@ def is_done(run_dir: Path, cfg: dict[str, Any]) -> bool:
 #: the progress line of a reused run, by its key's state (:meth:`ReuseCheck.state`)
 _REUSED = {
     "match": "done earlier (metrics.json matches its config, model and data), skipped",
-    "legacy": "done earlier (metrics.json matches its config; no reuse key: key: legacy), skipped",
+    "legacy": "done earlier (metrics.json matches its config; older mmint, key: legacy), skipped",
     "stale": "done earlier, reused although STALE (suite.reuse=stale_ok)",
 }
 
