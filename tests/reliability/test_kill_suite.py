@@ -27,9 +27,11 @@ from mmint.fit import config_hash
 
 from .helpers import TINY
 
-#: 2 fast models x 6 seeds = 12 runs; no UMAP, no controls (speed)
+#: 2 fast models x 6 seeds = 12 runs; no UMAP, no controls (speed); in-process runs (the
+#: suite's own kill/resume; worker processes: test_resume's killed-suite test)
 SUITE = [
     "suite=quick",
+    "suite.n_jobs=1",
     "suite.models=[pca,knn_transfer]",
     "suite.floor=[]",
     "suite.seeds=[0,1,2,3,4,5]",
