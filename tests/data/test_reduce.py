@@ -24,7 +24,7 @@ from mmint.fit import _split_model_config, run_fit
 from mmint.models import build_model
 
 from .fitting import fit_briefly
-from .test_wide_sparse import N_PEAKS, no_densify  # noqa: F401 - the densifying guard
+from .wide import N_PEAKS, simulate_wide
 
 K = 6
 
@@ -41,14 +41,7 @@ def _low_rank_peaks(n_cells: int, seed: int) -> sp.csr_matrix:
 
 def _data(peaks: sp.csr_matrix) -> PairedData:
     """240 cells: rna counts and 3,000 sparse non-negative peaks declared continuous."""
-    sim = simulate(
-        n_cells=240,
-        n_types=4,
-        n_major=2,
-        modalities={"rna": ("counts", 60), "atac": ("binary", N_PEAKS)},
-        n_links=2,
-        seed=1,
-    )
+    sim = simulate_wide()
     sim.adatas["atac"].X = peaks
     kinds = {"rna": "counts", "atac": "continuous"}
     return PairedData.from_anndatas(sim.adatas, kinds, label_key="cell_type", batch_key="batch")
@@ -135,7 +128,7 @@ def test_the_models_see_k_continuous_columns(wide_continuous):
 
 
 @pytest.mark.parametrize("name", ["unitednet", "multivi"])
-def test_fit_and_evaluate_never_densify_the_wide_input(name, wide_continuous, no_densify):  # noqa: F811
+def test_fit_and_evaluate_never_densify_the_wide_input(name, wide_continuous, no_densify):
     dm = _reduced(wide_continuous, "lsi")
     L.seed_everything(0, verbose=False)
     cfg = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))

@@ -26,43 +26,13 @@ from mmint.nn.sparse import SPARSE_MIN_FEATURES
 from mmint.outputs import write_outputs
 
 from .fitting import fit_briefly
-
-N_PEAKS = 3000
-
-
-class Densified(AssertionError):
-    """A wide sparse matrix was made dense."""
+from .wide import N_PEAKS, Densified, simulate_wide
 
 
 @pytest.fixture(scope="module")
 def wide_data():
-    sim = simulate(
-        n_cells=240,
-        n_types=4,
-        n_major=2,
-        modalities={"rna": ("counts", 60), "atac": ("binary", N_PEAKS)},
-        n_links=2,
-        seed=1,
-    )
+    sim = simulate_wide()
     return PairedData.from_anndatas(sim.adatas, sim.kinds, label_key="cell_type", batch_key="batch")
-
-
-@pytest.fixture
-def no_densify(monkeypatch):
-    """Patch every densifying call to raise on a wide matrix."""
-
-    def guard(original):
-        def call(self, *args, **kwargs):
-            if self.shape[-1] >= SPARSE_MIN_FEATURES:
-                raise Densified(f"{type(self).__name__} of shape {tuple(self.shape)} made dense")
-            return original(self, *args, **kwargs)
-
-        return call
-
-    for cls in (sp.csr_matrix, sp.csc_matrix, sp.coo_matrix, sp.csr_array, sp.coo_array):
-        monkeypatch.setattr(cls, "toarray", guard(cls.toarray))
-        monkeypatch.setattr(cls, "todense", guard(cls.todense))
-    monkeypatch.setattr(torch.Tensor, "to_dense", guard(torch.Tensor.to_dense))
 
 
 def test_the_guard_catches_a_densified_wide_matrix(no_densify):
