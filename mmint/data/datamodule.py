@@ -191,9 +191,8 @@ class PairedDataModule(L.LightningDataModule):
                 data.warnings.append(line)
         for m, mod in data.modalities.items():
             _check_width(m, mod.kind, self.transform_names[m], mod.n_features, self.n_top_features)
-            width = min(mod.n_features, int(self.n_top_features.get(m) or mod.n_features))
             sparse = sp.issparse(mod.x) or bool(getattr(mod.x, "sparse", False))
-            check_dense_width(m, mod.x.shape[0], sparse, self.transform_names[m], width)
+            check_dense_width(m, mod.x.shape[0], sparse, self.transform_names[m], widths[m])
         lazy = any(is_lazy(mod.x) for mod in data.modalities.values())
         #: cells per shuffled block of the train loader (1: every cell shuffled; default 1
         #: in memory, the file block of backed reading otherwise)
@@ -270,7 +269,7 @@ class PairedDataModule(L.LightningDataModule):
         """Fit ``data.reduce``'s reductions on training cells (unless restored from a
         checkpoint) and replace those modalities' inputs by their components (no raw counts:
         they are ``continuous`` for the models)."""
-        if not getattr(self, "reductions", None):
+        if not self.reductions:
             train = self.split["train"]
             self.reductions = {
                 m: fit_reduction(self.inputs[m], train[self.masks[m][train] > 0], method, k)
@@ -437,7 +436,7 @@ class PairedDataModule(L.LightningDataModule):
             "split": {s: torch.from_numpy(np.asarray(idx)) for s, idx in self.split.items()},
             "seed": self.seed,
         }
-        if getattr(self, "reductions", None):  # only with data.reduce: older states unchanged
+        if self.reductions:  # only with data.reduce: older states unchanged
             state["reductions"] = {m: _tensors(r.state()) for m, r in self.reductions.items()}
         return state
 
