@@ -82,11 +82,13 @@ def kill_after_checkpoint(proc: subprocess.Popen, ckpt: Path, epoch: int, timeou
             stamp = None
         if stamp is not None and stamp != seen:
             seen = stamp
+            proc.send_signal(signal.SIGSTOP)  # no further epochs while the checkpoint is read
             got = checkpoint_epoch(ckpt)
             if got is not None and got >= epoch:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 return got
+            proc.send_signal(signal.SIGCONT)
         time.sleep(0.01)
     proc.kill()
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout} s")

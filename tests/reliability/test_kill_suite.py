@@ -57,6 +57,9 @@ def _start(argv: list[str], log: Path) -> int:
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # not pytest's capture
         sys.stderr = open(2, "w", buffering=1, closefd=False)
         os.environ.update({"CI": "true", "WANDB_MODE": "disabled"})
+        # Python's Ctrl-C handler, as a terminal's process has: a background job of a
+        # non-interactive shell (CI) starts with SIGINT ignored, and a fork inherits that
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from mmint.cli import main
 
         try:
@@ -157,8 +160,9 @@ def test_suite_killed_eight_times_then_interrupted(tmp_path):
     while _n_done(suite_dir) < target:
         assert time.monotonic() < deadline and _wait(pid, 0.01) is None, log.read_text()
     os.kill(pid, signal.SIGINT)
-    assert _wait(pid, 120) == 130
+    code = _wait(pid, 120)
     out = log.read_text()
+    assert code == 130, f"exit {code}; the suite's output ends:\n{out[-3000:]}"
     n_kept = int(re.search(r"interrupted: kept (\d+) finished run\(s\) of 12", out).group(1))
     assert n_kept >= target and n_kept == _check_consistent(suite_dir, runs, hashes)
     (line,) = [ln for ln in out.splitlines() if ln.startswith("interrupted - ")]
