@@ -5,7 +5,8 @@ several suites, without fitting anything.
 Options (``key=value``):
 
 - ``out=<dir>`` (required): where ``report.md``, ``plots/``, ``scaled.csv`` and
-  ``leaderboard.csv`` go;
+  ``leaderboard.csv`` go, and the suites' study sections (``suite.sections``: ``scale.csv``,
+  ``speed.csv``, ``parity.csv``), so a long study can be reported while it runs;
 - ``suites=[a,b]`` (one per results file, in order) or ``suite=<name>`` (all): the suite
   configs (``mmint/conf/suite``) whose overrides give the runs' data and splits; by default
   the name of each results file's folder when it is a suite's name;
@@ -100,6 +101,7 @@ def main(args: list[str], compose: Compose) -> None:
     from mmint.benchmark.publish import Source, merge, source_controls, write_suite_outputs
     from mmint.benchmark.report import ReportOptions
     from mmint.benchmark.results import read_results
+    from mmint.benchmark.studies import write_sections
 
     paths, opts, board_cfg, overrides = parse(args)
     names = _suite_names(paths, opts)
@@ -133,6 +135,9 @@ def main(args: list[str], compose: Compose) -> None:
     )
     out = Path(str(opts["out"]))
     board = write_suite_outputs(table, out, report_opts, board_opts, controls)
+    sections = {k: v for s in suites for k, v in s.sections.items()}
+    if sections:  # a study's scale / speed / parity tables, also of a suite still running
+        write_sections(table, out, sections)
     print(f"report: {out / 'report.md'}")
     if board.friedman is not None:
         print(f"Friedman p = {board.friedman.pvalue:.3g} over {board.friedman.n_blocks} blocks")

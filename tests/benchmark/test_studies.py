@@ -19,7 +19,7 @@ from mmint.benchmark.studies import (
     parity_section,
     speed_section,
 )
-from mmint.cli import compose_run
+from mmint.cli import compose_run, main
 from mmint.config import config_dir
 from mmint.errors import InputError
 
@@ -147,6 +147,10 @@ def test_scale_suite_on_tiny_sizes(tmp_path):
         slope, _ = np.polyfit(np.log(sizes["n_cells"]), np.log(sizes[m]), 1)
         assert expo[m] == pytest.approx(slope)
     assert "## Scale" in (tmp_path / "report.md").read_text()
+    # `mmint report` rebuilds the section from results.csv alone (a study still running)
+    main(["report", str(tmp_path / "results.csv"), "suite=scale", f"out={tmp_path / 'again'}"])
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again/scale.csv"), table)
+    assert "## Scale" in (tmp_path / "again/report.md").read_text()
 
 
 STUDY_SUITES = ["scale", "speed", "parity_unitednet", "parity_multivi", "wnn_graph"]
