@@ -3,6 +3,9 @@
 - ``table_<data>.png``: scIB-style results table, model/variant x metric, coloured per
   column from worst to best;
 - ``bars_<data>.png``: ARI, cross-modal R2 and FOSCTTM, bars = mean, points = seeds;
+- ``tradeoff_<data>.png``: grouping (ARI) against cross-modal prediction (R2), one small point
+  per run and one large point per model/variant (the seeds' mean): the multi-task question of
+  an ablation (is a variant better on both axes?) at a glance;
 - ``curves_<data>.png``: latent distance over epochs from each run's ``curves.csv``, one
   line per model/variant (mean over seeds);
 - ``umap_<run>.png``: seed-0 runs, UMAP of the joint latent coloured by cell type and batch,
@@ -131,6 +134,74 @@ def bar_plot(table: pd.DataFrame, data: str, path: Path) -> Path | None:
         ax.set_title(LABELS.get(m, m) + ("" if HEADLINE[m] else " (lower is better)"), fontsize=9)
         ax.axhline(0, color="grey", lw=0.5)
     fig.suptitle(f"{data}: bars = mean, points = seeds", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def tradeoff_points(table: pd.DataFrame, data: str) -> pd.DataFrame:
+    """The finished runs of ``data`` with both ARI and cross-modal R2: columns ``label``
+    (model or model/variant), ``seed``, ``ari``, ``r2_cross``."""
+    ok = ok_rows(table[table["data"] == data])
+    if ok.empty or "ari" not in ok or "r2_cross" not in ok:
+        return pd.DataFrame(columns=["label", "seed", "ari", "r2_cross"])
+    points = pd.DataFrame(
+        {
+            "label": [_label(m, v) for m, v in zip(ok["model"], ok["variant"], strict=True)],
+            "seed": ok["seed"].to_numpy(),
+            "ari": pd.to_numeric(ok["ari"], errors="coerce").to_numpy(),
+            "r2_cross": pd.to_numeric(ok["r2_cross"], errors="coerce").to_numpy(),
+        }
+    )
+    return points.dropna(subset=["ari", "r2_cross"]).reset_index(drop=True)
+
+
+def tradeoff_plot(table: pd.DataFrame, data: str, path: Path) -> Path | None:
+    """Grouping (ARI) against prediction (cross-modal R2): a point per run, a large point per
+    model/variant at the seeds' mean; None with fewer than two models/variants."""
+    points = tradeoff_points(table, data)
+    labels = list(dict.fromkeys(points["label"]))
+    if len(labels) < 2:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    r2 = points["r2_cross"].to_numpy(dtype=float)
+    med = float(np.median(r2))
+    spread = max(float(np.median(np.abs(r2 - med))), 0.05)
+    low = max(float(r2.min()), med - 10 * spread)  # far outliers: drawn at the left edge
+    clipped = False
+    for i, label in enumerate(labels):
+        sub = points[points["label"] == label]
+        color = f"C{i % 10}"
+        marker = "os^Dv>P*X"[(i // 10) % 9]
+        x = sub["r2_cross"].clip(lower=low)
+        clipped |= bool((sub["r2_cross"] < low).any())
+        ax.scatter(x, sub["ari"], color=color, marker=marker, s=14, alpha=0.5)
+        ax.scatter(
+            max(float(sub["r2_cross"].mean()), low),
+            sub["ari"].mean(),
+            color=color,
+            marker=marker,
+            s=70,
+            edgecolor="black",
+            linewidth=0.6,
+            label=f"{label} (n={len(sub)})",
+            zorder=3,
+        )
+    ax.set_xlabel(LABELS.get("r2_cross", "r2_cross") + " (prediction, higher is better)")
+    ax.set_ylabel(LABELS.get("ari", "ari") + " (grouping, higher is better)")
+    ax.set_title(f"{data}: grouping vs prediction; small = runs, large = mean", fontsize=9)
+    if clipped:  # e.g. untrained decoders (R2 of -40): the others would be one vertical line
+        ax.axvline(low, color="grey", lw=0.5, ls=":")
+        ax.annotate(
+            f"R2 < {low:.2f} drawn here",
+            (low, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, 2),
+            textcoords="offset points",
+            fontsize=6,
+            color="grey",
+        )
+    ax.legend(fontsize=6, frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -291,6 +362,10 @@ def make_plots(
         )
         attempt(
             f"bars {data}", lambda d=data, n=name: bar_plot(table, d, out_dir / f"bars_{n}.png")
+        )
+        attempt(
+            f"tradeoff {data}",
+            lambda d=data, n=name: tradeoff_plot(table, d, out_dir / f"tradeoff_{n}.png"),
         )
         attempt(
             f"curves {data}",

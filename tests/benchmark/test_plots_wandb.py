@@ -52,9 +52,21 @@ def _table(tmp_path: Path) -> pd.DataFrame:
 def test_plots_written(tmp_path):
     made = plots.make_plots(_table(tmp_path), tmp_path, umap=False, echo=lambda _: None)
     names = sorted(p.name for p in made)
-    assert names == ["bars_d.png", "curves_d.png", "table_d.png"]
+    assert names == ["bars_d.png", "curves_d.png", "table_d.png", "tradeoff_d.png"]
     for p in made:
         assert p.exists() and p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_tradeoff_points_are_the_runs_ari_and_mean_cross_r2(tmp_path):
+    table = _table(tmp_path)
+    table.loc[5, "status"] = "failed"  # pca seed 1: left out
+    table.loc[0, "r2.b.a"] = np.nan  # m seed 0: its cross R2 is r2.a.b alone
+    pts = plots.tradeoff_points(table, "d")
+    assert list(pts["label"]) == ["m", "m", "m/other", "m/other", "pca"]
+    assert list(pts["ari"]) == pytest.approx([0.5, 0.6, 0.5, 0.6, 0.5])
+    assert list(pts["r2_cross"]) == pytest.approx([0.1, 0.15, 0.15, 0.15, 0.15])
+    one = table[table["variant"] == "default"].assign(model="m")  # a single label: no plot
+    assert plots.tradeoff_plot(one, "d", tmp_path / "x.png") is None
 
 
 def test_umap_panels(tmp_path, monkeypatch):
