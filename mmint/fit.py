@@ -361,6 +361,7 @@ def _fit(
             cost.update(getattr(model, "fit_cost", None) or {})
         fit_seconds = time.perf_counter() - start
         ev = cfg.get("eval", {})
+        eval_start = time.perf_counter()
         scores = evaluate(
             best,
             dm,
@@ -403,6 +404,9 @@ def _fit(
         metrics["predictions_subsample"] = written_how
         metrics["status"], metrics["error"] = "ok", None
         write_outputs(best, dm, run_dir, written)
+        # scoring the test cells and writing outputs.h5mu / predictions: a suite's cost beside
+        # fit_seconds (which ends when training does)
+        metrics["eval_seconds"] = time.perf_counter() - eval_start
         write_json(run_dir / "metrics.json", metrics, make_parents=False)
         for lg in loggers:
             lg.log_metrics(

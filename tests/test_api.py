@@ -46,6 +46,7 @@ TINY_CLI = [
 # the config hash (and the reuse key built on it) covers the data paths, which differ
 VARYING = {
     "fit_seconds",
+    "eval_seconds",
     "peak_rss_mb",
     "seconds_per_epoch",
     "cells_per_second",

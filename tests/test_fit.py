@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import mudata as md
 import numpy as np
@@ -45,6 +46,7 @@ PREDICTION = {"r2", "r2_variance_weighted", "r2_excluded_features", "pearson", "
 ALIGNMENT = {"foscttm", "latent_distance", "foscttm_pairs", "latent_distance_pairs"}
 COST = {
     "fit_seconds",
+    "eval_seconds",
     "peak_rss_mb",
     "epochs",
     "seconds_per_epoch",
@@ -61,6 +63,30 @@ def pca_run(tmp_path_factory):
     cfg = compose("fit", ["model=pca", "logger=csv", *TINY_DATA])
     metrics = run_fit(cfg, run_dir)
     return run_dir, metrics, cfg
+
+
+def test_eval_seconds_time_the_scoring_and_writing_not_the_fit(tmp_path, monkeypatch):
+    """A slow evaluation shows in eval_seconds and not in fit_seconds (which ends with
+    training); both fit in the run's own wall time."""
+    import mmint.fit
+
+    real = mmint.fit.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmint.fit, "evaluate", slow_evaluate)
+    cfg = compose("fit", ["model=pca", "logger=csv", "eval.scib=false", *TINY_DATA])
+    start = time.perf_counter()
+    metrics = run_fit(cfg, tmp_path)
+    wall = time.perf_counter() - start
+    assert metrics["eval_seconds"] >= 1.0
+    assert metrics["fit_seconds"] + metrics["eval_seconds"] <= wall
+    assert (
+        json.loads((tmp_path / "metrics.json").read_text())["eval_seconds"]
+        == (metrics["eval_seconds"])
+    )
 
 
 def test_run_directory_files(pca_run):

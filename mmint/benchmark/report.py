@@ -218,6 +218,26 @@ def flagged_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[ok & (text != "")]
 
 
+def time_line(table: pd.DataFrame) -> str:
+    """Training against evaluation time (``fit_seconds``, ``eval_seconds``) summed over the
+    finished runs that recorded both; empty when none did."""
+    need = {"fit_seconds", "eval_seconds"}
+    if not need <= set(table):
+        return ""
+    ok = table[table["status"] == "ok"] if "status" in table else table
+    fit = pd.to_numeric(ok["fit_seconds"], errors="coerce")
+    ev = pd.to_numeric(ok["eval_seconds"], errors="coerce")
+    both = fit.notna() & ev.notna()
+    if not both.any():
+        return ""
+    f, e = float(fit[both].sum()), float(ev[both].sum())
+    share = f"{100 * e / f:.0f}% of fit" if f > 0 else "fit 0 s"
+    return (
+        f"Time: fit {f:,.0f} s, evaluation (test scores and outputs) {e:,.0f} s ({share}) over "
+        f"the {int(both.sum())} finished run(s) that recorded both (wall seconds)."
+    )
+
+
 def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
     """The whole ``report.md``."""
     n_ok = int((table["status"] == "ok").sum()) if "status" in table else len(table)
@@ -243,6 +263,8 @@ def build_report(table: pd.DataFrame, opts: ReportOptions) -> str:
         "the floor (difference of means).",
         "",
     ]
+    cost = time_line(table)
+    text += [cost, ""] if cost else []
     notes = [
         *opts.notes,
         *not_applicable_notes(table),

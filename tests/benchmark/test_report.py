@@ -15,6 +15,7 @@ from mmint.benchmark.report import (
     ranks,
     summary_table,
     t_interval,
+    time_line,
     with_derived,
 )
 from mmint.benchmark.results import read_results, write_results
@@ -204,3 +205,13 @@ def test_scib_batch_scores_beside_bio(results):
     assert "scIB bio conservation and batch correction" not in build_report(
         one, ReportOptions(name="t", reference="ref")
     )
+
+
+def test_time_line_sums_finished_runs_that_recorded_both(results):
+    assert time_line(results) == ""  # older runs: no eval_seconds, no line
+    t = results.assign(fit_seconds=[10.0] * 9 + [99.0], eval_seconds=[2.0] * 9 + [99.0])
+    t.loc[0, "eval_seconds"] = None  # not recorded: the run is left out of both sums
+    line = time_line(t)
+    assert "fit 80 s, evaluation (test scores and outputs) 16 s (20% of fit)" in line
+    assert "over the 8 finished run(s)" in line
+    assert line in build_report(t, ReportOptions(name="s", floor=["pca"]))

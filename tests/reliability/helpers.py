@@ -30,6 +30,7 @@ TINY = [
 #: metrics.json keys that measure the machine, not the result
 TIMING_KEYS = {
     "fit_seconds",
+    "eval_seconds",
     "peak_rss_mb",
     "seconds_per_epoch",
     "cells_per_second",
