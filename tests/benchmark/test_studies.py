@@ -153,6 +153,23 @@ def test_scale_suite_on_tiny_sizes(tmp_path):
     assert "## Scale" in (tmp_path / "again/report.md").read_text()
 
 
+@pytest.mark.slow
+def test_scale_suite_comparators_fit_a_generated_row(tmp_path):
+    """The scale suite's comparators (multiome-like rows only) fit a tiny generated row
+    in-process; the CITE-like rows are skipped for them and said so in the report notes."""
+    node = suite_node("scale")
+    gen = dict(node["datasets"][0], cells=[300], features={"rna": 60, "atac": 200})
+    cite = dict(node["datasets"][1], cells=[100000])
+    node.update(datasets=[gen, cite], models=["wnn", "svd_ridge", "knn_transfer"])
+    node.update(isolate=False)
+    suite = Suite.from_config(node)
+    assert [r.data for r in expand(suite)] == ["multiome_300cells"] * 3  # no CITE rows
+    base = ["logger=csv", "eval.scib=false", "eval.leiden=false"]
+    done = run_benchmark(suite, tmp_path, base, echo=lambda _: None, compose=compose_run)
+    assert done.counts == {"ok": 3, "failed": 0, "cached": 0}, done.table.get("error")
+    assert "comparators on the multiome-like rows only" in (tmp_path / "report.md").read_text()
+
+
 STUDY_SUITES = ["scale", "speed", "parity_unitednet", "parity_multivi", "wnn_graph"]
 
 
