@@ -2,17 +2,13 @@
 
 - parts (default; ``results/profile.md``): MultiVI-style (MULTIVI's parity settings) and
   CVQVAE-style fits on SNARE-seq through ``mmint.fit.train_model``, one process per model;
-  each of ``PARTS`` timed by wrapping its call, and the host syncs per training step;
+  each of ``PARTS`` timed by wrapping its call, and the host syncs per training step
+  (``--set``: extra Hydra overrides, each model with its own settings: ``results/speed.md``);
 - ``--operators`` (``results/unitednet_overhead.md``): one warm-up epoch of ``--model`` on
   ``--data``, then ``--epochs`` under ``torch.profiler``: operators by self CPU time;
 - ``--memory fit|accumulator`` (profile.md, "Why the model held 2.9 GB"): peak RSS after the
   MultiVI parity fit's setup and 10 training batches (``--batches sparse|dense``), or around
   one ``PredictionAccumulator.update`` of a 1,024 x 25,734 batch.
-
-Usage: ``MMINT_DATA_DIR=... python benchmarks/profile_epochs.py [--models multivi cvqvae]
-[--epochs 3] [--data custom --set <overrides>] | --operators [--rows 45] | --memory fit
-[--batches sparse] | --memory accumulator`` (``--set``: extra Hydra overrides, each model with
-its own settings; used for the wide-input rows of ``results/speed.md``)
 """
 
 from __future__ import annotations
@@ -32,9 +28,9 @@ from common import child, emit, fit_setup, load, peak_rss_mb, table, trainer
 
 SNARE, PATCHSEQ = "snareseq_mouse_cortex_chen2019", "patchseq_gouwen2020"
 OTHER = "other (loop, callbacks, step glue)"
-#: forward = ``module.loss`` (and the adversary's), backward = ``manual_backward``, optimizer =
-#: ``step`` / ``zero_grad``, logging = ``log``, data = between two training batches,
-#: validation (its data included), curves = ``IntegrationMetrics``, other = the rest
+#: forward = ``module.loss`` (and the adversary's; UnitedNet has none: under other), backward =
+#: ``manual_backward``, optimizer = ``step`` / ``zero_grad``, logging = ``log``, data = between
+#: two training batches, validation (its data included), curves = ``IntegrationMetrics``
 PARTS = ["forward", "backward", "optimizer", "logging", "data", OTHER, "validation", "curves"]
 BASE = ["seed=0", "logger=none", "trainer=cpu", "trainer.num_threads=1"]
 #: MULTIVI's parity settings (scvi-tools defaults; ``benchmarks/multivi_parity.py`` at d229c92)
@@ -78,8 +74,7 @@ class Clock(L.Callback):
             self.depth -= 1
 
     def wrap(self, obj: Any, attr: str, name: str, always: bool = False) -> None:
-        """Time every call of ``obj.attr`` as ``name`` (nothing when ``obj`` has none: UnitedNet
-        has no ``module.loss``, its forward then counts under ``other``)."""
+        """Time every call of ``obj.attr`` as ``name`` (nothing when ``obj`` has none)."""
         inner = getattr(obj, attr, None)
         if inner is None:
             return
@@ -195,9 +190,8 @@ def operators(args: argparse.Namespace) -> None:
     """``--epochs`` epochs after one warm-up under ``torch.profiler``; the operator table."""
     from torch.profiler import ProfilerActivity, profile
 
-    _, (_, _, _, dm, model) = fit_setup(
-        [f"data={args.data or PATCHSEQ}", f"model={args.model}", *BASE]
-    )
+    over = [f"data={args.data or PATCHSEQ}", f"model={args.model}", *BASE]
+    _, (_, _, _, dm, model) = fit_setup(over)
 
     class Profiled(L.Callback):
         prof, cpu, steps = profile(activities=[ProfilerActivity.CPU]), 0.0, 0
@@ -272,8 +266,8 @@ def main() -> None:
         r = child([__file__, "--child", m, *sys.argv[1:]])
         print(f"## {m}: {r['n_train']} training cells, {r['batches']} batches")
         print(f"fit CPU {r['fit_cpu']:.1f} s, wall {r['fit_wall']:.1f} s, load {r['load']}")
-        rss = ", ".join(f"{x:.0f}" for x in r["rss"])
-        print(f"peak RSS by epoch {rss} MB, item() calls per step {r['syncs']:.0f}")
+        rss, syncs = ", ".join(f"{x:.0f}" for x in r["rss"]), r["syncs"]
+        print(f"peak RSS by epoch {rss} MB, item() calls per step {syncs:.0f}")
         print(markdown(r), flush=True)
 
 

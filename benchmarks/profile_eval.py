@@ -157,15 +157,7 @@ def report(info: dict[str, Any], scib: dict | None) -> str:
         lines += ["## Requirement: scIB on 2,000 cells in under 2 min on 2 cores (kBET may be off)"]
         lines += ["", *table(head, rows, "lrr"), ""]
         lines.append(f"With kBET off, the cold first call on {scib['cells']:,} cells {verdict}.\n")
-    head = [
-        "dataset",
-        "step",
-        "cells",
-        "shape",
-        "first call (s)",
-        "second call (s)",
-        "load (1 min)",
-    ]
+    head = "dataset|step|cells|shape|first call (s)|second call (s)|load (1 min)".split("|")
     return "\n".join([*lines, "## All steps", "", *table(head, ROWS, "llrlrrr")]) + "\n"
 
 
