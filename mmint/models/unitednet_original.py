@@ -22,6 +22,7 @@ checkpoints are read with ``torch.load(weights_only=False)``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import glob
 import importlib
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -236,6 +238,21 @@ class _EpochClock:
         self.scripts.run_through_dataloader = self.inner
 
 
+@contextlib.contextmanager
+def _without_progress_bars(scripts: Any) -> Iterator[None]:
+    """The original's per-epoch tqdm bars off within ``with`` (its ``scripts`` module imports
+    ``tqdm`` by name; a suite or ``mmint fit`` shows its own progress)."""
+    inner = getattr(scripts, "tqdm", None)
+    if inner is None:
+        yield
+        return
+    scripts.tqdm = lambda iterable, *args, **kwargs: iterable
+    try:
+        yield
+    finally:
+        scripts.tqdm = inner
+
+
 class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
     """The original UnitedNet behind mmint's whole-set interface.
 
@@ -328,7 +345,8 @@ class UnitedNetOriginal(SavedByAttributes, WholeSetIntegrator):
         labels = np.asarray(dm.batch_labels)
         self._seed(0)
         clock = _EpochClock(orig.scripts)
-        with tempfile.TemporaryDirectory(prefix="unitednet-original-") as save, clock:
+        quiet = _without_progress_bars(orig.scripts)
+        with tempfile.TemporaryDirectory(prefix="unitednet-original-") as save, clock, quiet:
             net = orig.UnitedNet(save, device="cpu", technique=copy.deepcopy(cfg))
             val_labels = labels[val] if self.task == "supervised" else None
             net.train(

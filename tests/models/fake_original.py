@@ -3,8 +3,8 @@ surface (``src.interface.UnitedNet``, ``src.data.create_dataloader``,
 ``src.scripts.run_through_dataloader``, a ``src/configs/__init__.py`` that cannot be imported)
 and trivial networks: fixed seeded linear encoders and decoders, the fused latent the mean of
 the modality latents, groups the sign of its first coordinate; ``train`` runs one validation
-pass per epoch through ``scripts.run_through_dataloader`` (the adapter's epoch clock). None of
-the original's code."""
+pass per epoch through ``scripts.run_through_dataloader`` (the adapter's epoch clock), under a
+tqdm bar over the epochs as the original's ``scripts`` draws it. None of the original's code."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ FAKE = {
                 assert adatas_val is not None and "label" in adatas[0].obs
                 assert self.model.config["train_epochs"] >= 1
                 val = create_dataloader(self.model, adatas_val)
-                for _ in range(self.model.config["train_epochs"]):
+                for _ in scripts.tqdm(range(self.model.config["train_epochs"])):
                     # as the original: each epoch ends with a validation pass
                     with torch.no_grad():
                         scripts.run_through_dataloader(
@@ -71,6 +71,8 @@ FAKE = {
             return [[torch.as_tensor(a.X) for a in adatas]]
     """,
     "src/scripts.py": """
+        from tqdm import tqdm  # as the original: a bar over the training epochs
+
         def run_through_dataloader(model, loader, infer_model=True, best_model_path=None):
             return model.outputs(loader[0])
     """,

@@ -55,11 +55,12 @@ def test_checkout_without_src(tmp_path, monkeypatch):
         build_model("unitednet_original", build_datamodule(cfg, 64).spec)
 
 
-def test_fit_scores_the_originals_own_outputs(fake_original, tmp_path):
+def test_fit_scores_the_originals_own_outputs(fake_original, tmp_path, capfd):
     cfg = compose("fit", ["model=unitednet_original", "model.max_epochs=2", *TINY])
     run_dir = tmp_path / "run"
     metrics = run_fit(cfg, run_dir)
     assert metrics["status"] == "ok" and metrics["epochs"] == 2
+    assert "it/s]" not in capfd.readouterr().err  # the original's tqdm bar stays off
     assert metrics["foscttm"] is None  # the original gives the fused latent only
     net = torch.load(run_dir / "checkpoints/best.ckpt", weights_only=False)["fitted"]["network"]
     # the original was handed mmint unitednet's networks for the same data
