@@ -99,6 +99,7 @@ def compose(command: str, overrides: list[str]) -> Any:
 
 
 _NO_KEY = re.compile(r"Could not override '([^']+)'")
+_FULL_KEY = re.compile(r"full_key: (\S+)")
 
 
 def override_error(err: Exception, command: str = "fit") -> InputError:
@@ -106,6 +107,16 @@ def override_error(err: Exception, command: str = "fit") -> InputError:
     text = str(err)
     if (m := _NO_KEY.search(text)) and "To append to your config" in text:
         key = m.group(1)
+        inner = _FULL_KEY.search(str(err.__cause__ or ""))
+        if inner and inner.group(1) != key and inner.group(1).startswith(f"{key}."):
+            # a dict value (e.g. suite.variants={new: {...}}) that brings keys the config
+            # lacks: Hydra merges into the existing dict, and refuses new keys without '+'
+            return InputError(
+                f"'{key}' has no key '{inner.group(1).removeprefix(key + '.')}'",
+                f"{key}=",
+                f"to add keys write +{key}=<value> (merged into the current value); to "
+                f"replace the whole value write ~{key} +{key}=<value>",
+            )
         return InputError(
             f"unknown config key '{key}'",
             f"{key}=",

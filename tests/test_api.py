@@ -175,6 +175,16 @@ def test_unknown_key(capsys, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
+def test_new_key_inside_a_dict_value(capsys):
+    # the key exists (suite.variants) but the value brings a key it lacks: say which, and how
+    # to add it (a '+' merges; '~' then '+' replaces), not "unknown config key"
+    line = _cli_error(
+        ["benchmark", "suite=wide_input", "suite.variants={mine: {model.lr: 0.01}}"], capsys
+    )
+    assert line.startswith("'suite.variants' has no key 'mine' (suite.variants=) - ")
+    assert "+suite.variants=<value>" in line and "~suite.variants +suite.variants" in line
+
+
 def test_unknown_dataset(capsys):
     line = _cli_error(["fit", "data=synthetc"], capsys)
     with pytest.raises(InputError) as err:
