@@ -170,8 +170,10 @@ def group_scores(
     train_out: Outputs | None = None,
     leiden: bool = True,
     seed: int = 0,
+    by_modality: bool = True,
 ) -> dict[str, Any]:
-    """ARI/NMI from the model's head (or KMeans), KMeans, Leiden, Hungarian accuracy, ari_class."""
+    """ARI/NMI from the model's head (or KMeans), KMeans (also of each modality's own latent
+    with ``by_modality``), Leiden, Hungarian accuracy, ari_class."""
     labels = dm.true_labels[out.cells]
     lab = labels >= 0
     res: dict[str, Any] = {}
@@ -180,6 +182,16 @@ def group_scores(
         return {"ari": None, "nmi": None, "n_groups": None}
     km = kmeans_labels(out.joint[lab], max(n_labels, 1), seed=seed)
     res["ari_kmeans"], res["nmi_kmeans"] = ari(labels[lab], km), nmi(labels[lab], km)
+    if by_modality and len(out.latents) > 1:
+        # which modality's own code carries the groups: a shared code that scores below one
+        # modality's code has been pulled towards a weaker modality
+        # (on the labelled cells that have the modality: the others' codes come from zeros)
+        res["ari_kmeans_by_modality"] = {}
+        for m, z in out.latents.items():
+            has = lab & (dm.masks[m][out.cells] > 0)
+            if len(np.unique(labels[has])) > 1:
+                km_m = kmeans_labels(z[has], len(np.unique(labels[has])), seed=seed)
+                res["ari_kmeans_by_modality"][m] = ari(labels[has], km_m)
     if leiden and lab.sum() >= 10:
         best = leiden_best(out.joint[lab], labels[lab], seed=seed)
         res["ari_leiden"], res["nmi_leiden"] = best["ari"], best["nmi"]
@@ -321,7 +333,7 @@ def not_applicable(model: Integrator) -> dict[str, str]:
 def quick_scores(model: Integrator, dm: PairedDataModule, cells: np.ndarray, seed: int = 0) -> dict:
     """Per-epoch curve values on ``cells``: latent distance, FOSCTTM, ARI, mean cross-modal R2."""
     out = collect(model, dm, cells)
-    groups = group_scores(out, dm, None, leiden=False, seed=seed)
+    groups = group_scores(out, dm, None, leiden=False, seed=seed, by_modality=False)
     pred = prediction_scores(out)
     align = alignment_scores(out, dm, seed=seed)
     return {

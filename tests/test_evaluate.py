@@ -41,7 +41,9 @@ from mmint.evaluate import (
     quick_scores,
     scib_block,
 )
+from mmint.metrics.clustering import kmeans_labels
 from mmint.models.base import Integrator
+from mmint.models.cell_outputs import Outputs
 
 torch.set_num_threads(1)
 
@@ -460,6 +462,7 @@ def test_missing_cells_garbage_does_not_change_scores(dm_outer):
         "latent_distance_pairs",
         "ari",
         "nmi",
+        "ari_kmeans_by_modality",
     ):
         assert spoiled[key] == clean[key], key
     for s in MODS:
@@ -579,6 +582,29 @@ def test_group_scores_leiden(tiny_dm):
     res = group_scores(out, tiny_dm, leiden=True)
     assert res["ari_leiden"] == pytest.approx(1.0) and res["nmi_leiden"] == pytest.approx(1.0)
     assert 0.1 <= res["leiden_resolution"] <= 2.0
+
+
+def test_ari_kmeans_by_modality_names_the_modality_that_carries_the_groups(tiny_dm):
+    # one modality's code is the labels (well separated), the other's is noise: the first
+    # scores ARI 1 and the second what sklearn gives for KMeans on that noise; the joint
+    # latent (their mean) is what ari_kmeans scores
+    dm, cells = tiny_dm, tiny_dm.cells("test")
+    labels = dm.true_labels[cells]
+    rng = np.random.default_rng(0)
+    good = np.eye(len(dm.label_names))[labels] * 10
+    good = good + 0.01 * rng.standard_normal(good.shape)
+    noise = rng.standard_normal(good.shape)
+    a, b, *others = dm.modalities
+    out = Outputs(
+        cells, (good + noise) / 2, {a: good, b: noise, **dict.fromkeys(others, good)}, None
+    )
+    res = group_scores(out, dm, leiden=False)
+    assert res["ari_kmeans_by_modality"][a] == pytest.approx(1.0)
+    k = len(np.unique(labels))
+    by_hand = adjusted_rand_score(labels, kmeans_labels(noise, k, seed=0))
+    assert res["ari_kmeans_by_modality"][b] == pytest.approx(by_hand)
+    assert res["ari_kmeans_by_modality"][b] < 0.5
+    assert "ari_kmeans_by_modality" not in group_scores(out, dm, leiden=False, by_modality=False)
 
 
 # ---------------------------------------------------------------------- transfer
