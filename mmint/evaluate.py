@@ -183,9 +183,8 @@ def group_scores(
     km = kmeans_labels(out.joint[lab], max(n_labels, 1), seed=seed)
     res["ari_kmeans"], res["nmi_kmeans"] = ari(labels[lab], km), nmi(labels[lab], km)
     if by_modality and len(out.latents) > 1:
-        # which modality's own code carries the groups: a shared code that scores below one
-        # modality's code has been pulled towards a weaker modality
-        # (on the labelled cells that have the modality: the others' codes come from zeros)
+        # which modality's own code carries the groups (on the labelled cells that have the
+        # modality: the others' codes come from zero inputs)
         res["ari_kmeans_by_modality"] = {}
         for m, z in out.latents.items():
             has = lab & (dm.masks[m][out.cells] > 0)

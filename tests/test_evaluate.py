@@ -585,9 +585,8 @@ def test_group_scores_leiden(tiny_dm):
 
 
 def test_ari_kmeans_by_modality_names_the_modality_that_carries_the_groups(tiny_dm):
-    # one modality's code is the labels (well separated), the other's is noise: the first
-    # scores ARI 1 and the second what sklearn gives for KMeans on that noise; the joint
-    # latent (their mean) is what ari_kmeans scores
+    # one modality's code is the labels (well separated), another's is noise: the first
+    # scores ARI 1, the second sklearn's ARI of the project's KMeans on that noise alone
     dm, cells = tiny_dm, tiny_dm.cells("test")
     labels = dm.true_labels[cells]
     rng = np.random.default_rng(0)
