@@ -50,8 +50,9 @@ def mmint(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPr
     )
 
 
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    """Start ``mmint <args>`` in the background."""
+def start(*args: str, cwd: Path, new_session: bool = False) -> subprocess.Popen:
+    """Start ``mmint <args>`` in the background (``new_session``: in its own process group,
+    so that ``os.killpg(proc.pid, ...)`` reaches its worker processes too)."""
     return subprocess.Popen(
         [MMINT, *args],
         cwd=cwd,
@@ -59,7 +60,20 @@ def start(*args: str, cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=new_session,
     )
+
+
+def wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """Wait until process group ``pgid`` has no process left (at most ``timeout`` s: an
+    unreaped zombie keeps the group alive but can no longer write anything)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def checkpoint_epoch(path: Path) -> int | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -21,7 +23,15 @@ from mmint.cli import compose, compose_run
 from mmint.errors import InputError
 from mmint.fit import _setup, plain, run_fit, train_model
 
-from .helpers import TINY, kill_after_checkpoint, metrics, mmint, start, without_timing
+from .helpers import (
+    TINY,
+    kill_after_checkpoint,
+    metrics,
+    mmint,
+    start,
+    wait_group_gone,
+    without_timing,
+)
 
 
 def test_killed_fit_resumes_to_the_same_metrics(tmp_path):
@@ -123,14 +133,18 @@ def test_killed_suite_redoes_only_unfinished_runs(tmp_path):
         *TINY,
         "hydra.run.dir=suite",
     ]
-    proc = start(*args, cwd=tmp_path)
+    # the quick suite runs two worker processes: kill the whole group, and read `finished`
+    # only once none of them is left (a worker inside its last system call, e.g. the rename
+    # that publishes metrics.json, completes that call before it dies)
+    proc = start(*args, cwd=tmp_path, new_session=True)
     runs = tmp_path / "suite/runs"
     deadline = time.monotonic() + 240
     while not list(runs.glob("*/metrics.json")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.02)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    wait_group_gone(proc.pid)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
     table = read_results(tmp_path / "suite/results.csv")
     rows = [Path(r).name for r in table["run_dir"]]
