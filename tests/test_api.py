@@ -47,6 +47,7 @@ TINY_CLI = [
 VARYING = {
     "fit_seconds",
     "eval_seconds",
+    "eval_cpu_seconds",
     "peak_rss_mb",
     "seconds_per_epoch",
     "cells_per_second",

@@ -47,6 +47,7 @@ ALIGNMENT = {"foscttm", "latent_distance", "foscttm_pairs", "latent_distance_pai
 COST = {
     "fit_seconds",
     "eval_seconds",
+    "eval_cpu_seconds",
     "peak_rss_mb",
     "epochs",
     "seconds_per_epoch",
@@ -66,14 +67,17 @@ def pca_run(tmp_path_factory):
 
 
 def test_eval_seconds_time_the_scoring_and_writing_not_the_fit(tmp_path, monkeypatch):
-    """A slow evaluation shows in eval_seconds and not in fit_seconds (which ends with
-    training); both fit in the run's own wall time."""
+    """A slow evaluation shows in eval_seconds (wall) and eval_cpu_seconds (process CPU), not
+    in fit_seconds (which ends with training); both fit in the run's own wall time."""
     import mmint.fit
 
     real = mmint.fit.evaluate
 
     def slow_evaluate(*args, **kwargs):
-        time.sleep(1.0)
+        time.sleep(1.0)  # wall time, no CPU
+        busy = time.process_time() + 0.5
+        while time.process_time() < busy:  # 0.5 s of CPU
+            pass
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mmint.fit, "evaluate", slow_evaluate)
@@ -81,8 +85,10 @@ def test_eval_seconds_time_the_scoring_and_writing_not_the_fit(tmp_path, monkeyp
     start = time.perf_counter()
     metrics = run_fit(cfg, tmp_path)
     wall = time.perf_counter() - start
-    assert metrics["eval_seconds"] >= 1.0
+    assert metrics["eval_seconds"] >= 1.5
     assert metrics["fit_seconds"] + metrics["eval_seconds"] <= wall
+    # CPU seconds count the busy half second and not the sleep
+    assert 0.5 <= metrics["eval_cpu_seconds"] <= metrics["eval_seconds"] - 0.9
     assert (
         json.loads((tmp_path / "metrics.json").read_text())["eval_seconds"]
         == (metrics["eval_seconds"])

@@ -31,6 +31,7 @@ TINY = [
 TIMING_KEYS = {
     "fit_seconds",
     "eval_seconds",
+    "eval_cpu_seconds",
     "peak_rss_mb",
     "seconds_per_epoch",
     "cells_per_second",
