@@ -188,9 +188,11 @@ def group_scores(
         res["ari_kmeans_by_modality"] = {}
         for m, z in out.latents.items():
             has = lab & (dm.masks[m][out.cells] > 0)
-            if len(np.unique(labels[has])) > 1:
-                km_m = kmeans_labels(z[has], len(np.unique(labels[has])), seed=seed)
-                res["ari_kmeans_by_modality"][m] = ari(labels[has], km_m)
+            k = len(np.unique(labels[has]))
+            if k > 1:
+                res["ari_kmeans_by_modality"][m] = ari(
+                    labels[has], kmeans_labels(z[has], k, seed=seed)
+                )
     if leiden and lab.sum() >= 10:
         best = leiden_best(out.joint[lab], labels[lab], seed=seed)
         res["ari_leiden"], res["nmi_leiden"] = best["ari"], best["nmi"]
