@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -60,7 +61,7 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
         # backed inputs stay in their files: the entry then has no X (see data.backed)
         lazy = is_lazy(dm.inputs[m])
         a = ad.AnnData(
-            X=None if lazy else dm.inputs[m][rows],
+            X=None if lazy else _rows(dm.inputs[m], rows),
             obs=obs.iloc[rows].copy(),
             var=pd.DataFrame(index=feats.astype(str)),
         )
@@ -75,6 +76,14 @@ def to_mudata(model: Integrator, dm: PairedDataModule):
         mdata.obs[col] = obs[col].iloc[pos].set_axis(mdata.obs_names)
     mdata.obsm[f"X_{name}"] = out.joint[pos]
     return mdata
+
+
+def _rows(x: Any, rows: np.ndarray) -> Any:
+    """``x[rows]``, or ``x`` itself when ``rows`` are all its rows in order (no copy of the
+    whole input: at 10^6 cells it is the largest array of the run)."""
+    if len(rows) == x.shape[0] and (len(rows) == 0 or rows[-1] == len(rows) - 1):
+        return x
+    return x[rows]
 
 
 def prediction_chunks(

@@ -25,7 +25,6 @@ _SUBTYPE_FRAC = {"counts": 0.3, "binary": 0.3, "continuous": 0.5}
 _SUBTYPE_EFFECT = {"counts": 0.9, "binary": 1.6, "continuous": 2.0}
 # Batch shift standard deviation per unit of ``batch_effect``.
 _BATCH_UNIT = {"counts": 0.5, "binary": 1.0, "continuous": 1.0}
-_LIBRARY_SIZE = 10000.0  # typical UMIs per cell (counts)
 _LIBRARY_SD = 0.3  # log library size spread
 # Major-group effect of link features relative to the others (none on link peaks, which keep
 # a moderate accessibility in every type so that both states stay common).
@@ -118,6 +117,7 @@ class _Modality:
         batch_effect: float,
         noise: float,
         sparsity: float,
+        library_size: float,
     ) -> None:
         self.name, self.kind, self.n_features, self.index = name, kind, n_features, index
         self.n_batches = n_batches
@@ -136,7 +136,7 @@ class _Modality:
         if kind == "counts":
             rate = np.exp(rng.normal(0.0, _RATE_SD, n_features))
             self.base = np.log(rate / rate.sum()).astype(np.float32)
-            log_library = np.log(_LIBRARY_SIZE)
+            log_library = np.log(library_size)
             self.cell_factor = (log_library + rng.normal(0.0, _LIBRARY_SD, n_cells)).astype(
                 np.float32
             )

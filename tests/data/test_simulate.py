@@ -306,6 +306,26 @@ def test_two_modalities_and_no_links():
     assert sim.adatas["ephys"].var_names[-1] == "ephys04"
 
 
+def test_library_size_sets_each_counts_modality_depth():
+    mods = {"rna": ("counts", 400), "adt": ("counts", 50)}
+    default = simulate(n_cells=600, modalities=mods, n_links=2)
+    shallow = simulate(n_cells=600, modalities=mods, n_links=2, library_size={"rna": 1_000.0})
+    # the cells' totals: log-normal around the median (sd 0.3) times the type effects
+    for sim, want in ((default, {"rna": 1e4, "adt": 1e4}), (shallow, {"rna": 1e3, "adt": 1e4})):
+        for m, median in want.items():
+            totals = np.asarray(sim.adatas[m].X.sum(1)).ravel()
+            assert abs(np.log(np.median(totals) / median)) < 0.15, (m, np.median(totals))
+    # a modality not named keeps its data exactly; fewer UMIs make the named one sparser
+    np.testing.assert_array_equal(_dense(shallow.adatas["adt"].X), _dense(default.adatas["adt"].X))
+    density = {
+        n: s.adatas["rna"].X.nnz / (600 * 400) for n, s in (("10k", default), ("1k", shallow))
+    }
+    assert density["1k"] < 0.6 * density["10k"], density
+    # one number for every modality; the default is 10,000
+    same = simulate(n_cells=600, modalities=mods, n_links=2, library_size=10_000)
+    np.testing.assert_array_equal(_dense(same.adatas["rna"].X), _dense(default.adatas["rna"].X))
+
+
 def test_writes_h5ad(default_sims, tmp_path):
     import anndata
 
@@ -323,6 +343,8 @@ def test_writes_h5ad(default_sims, tmp_path):
         {"modalities": {"rna": ("reads", 10)}},
         {"n_major": 9},
         {"sparsity": 1.0},
+        {"library_size": 0.0},
+        {"library_size": {"protein": 100.0}},
     ],
 )
 def test_bad_arguments(kwargs):

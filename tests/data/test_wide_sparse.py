@@ -23,7 +23,7 @@ from mmint.evaluate import evaluate
 from mmint.fit import _split_model_config
 from mmint.models import build_model
 from mmint.nn.sparse import SPARSE_MIN_FEATURES
-from mmint.outputs import write_outputs
+from mmint.outputs import to_mudata, write_outputs
 
 from .fitting import fit_briefly
 from .wide import N_PEAKS, Densified, simulate_wide
@@ -61,6 +61,8 @@ def test_fit_evaluate_and_write_stay_sparse(name, wide_data, no_densify, tmp_pat
     assert np.isfinite(scores["r2"]["rna"]["atac"]) and 0.5 < scores["auroc"]["rna"]["atac"] <= 1
     write_outputs(model, dm, tmp_path, dm.cells("test"))
     assert (tmp_path / "predictions" / "rna_to_atac.h5ad").exists()
+    # every cell has atac: outputs.h5mu's entry is the input itself, not a copy of it
+    assert to_mudata(model, dm).mod["atac"].X is dm.inputs["atac"]
 
 
 @pytest.mark.parametrize("transform", ["clr", "standardize"])
