@@ -118,6 +118,7 @@ def main(cfg: Any, compose: Compose) -> None:
     print(
         f"\nsuite {suite.name}: {done.counts.get('ok', 0)} ok, {done.counts.get('cached', 0)} "
         f"done earlier, {done.counts.get('failed', 0)} failed"
+        + (f", {done.counts['not_run']} not run (one seed)" if done.counts.get("not_run") else "")
     )
     print(summary_table(table, suite.floor))
     print(f"\nresults: {suite_dir / 'results.csv'}\nreport:  {suite_dir / 'report.md'}")

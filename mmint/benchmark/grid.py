@@ -57,6 +57,9 @@ class Suite:
     isolate: bool = False
     threads: int | None = None
     timeout_s: float | None = None
+    #: a model whose finished fit took more CPU seconds than this runs no further seeds of
+    #: that dataset and variant (:mod:`mmint.benchmark.long_fits`; ``None``: every seed)
+    one_seed_above_s: float | None = None
     #: study sections of the report (:mod:`mmint.benchmark.studies`: scale, speed, parity)
     sections: dict[str, Any] = field(default_factory=dict)
     #: a finished run whose reuse key changed (model defaults, data): ``rerun`` it, or
@@ -137,6 +140,7 @@ class Suite:
             isolate=bool(c.get("isolate", False)),
             threads=int(c["threads"]) if c.get("threads") else None,
             timeout_s=float(c["timeout_s"]) if c.get("timeout_s") else None,
+            one_seed_above_s=(float(c["one_seed_above_s"]) if c.get("one_seed_above_s") else None),
             sections=check_sections(c.get("sections")),
             reuse=str(c.get("reuse") or "rerun"),
         )

@@ -30,6 +30,7 @@ import pandas as pd
 
 from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
 from mmint.benchmark.isolate import isolated
+from mmint.benchmark.long_fits import long_fit_note
 from mmint.benchmark.results import results_table, run_row, write_results
 from mmint.benchmark.reuse_check import ReuseCheck
 from mmint.callbacks.progress import format_seconds, in_ci
@@ -307,12 +308,34 @@ def _run_suite(
             bar.done(run, f"failed: {error}" if error else f"ok ({secs:.1f} s)", secs)
             save()
 
+        def left_out(run: RunSpec) -> bool:
+            """The one-seed rule (``suite.one_seed_above_s``): say so and count it."""
+            same = (run.model, run.data, run.variant)
+            others = {
+                r.seed: run_dir_of(suite_dir, r)
+                for r in runs
+                if (r.model, r.data, r.variant) == same
+            }
+            what = f"`{run.model}` on `{run.data}`" + (
+                f" ({run.variant})" if run.variant != "default" else ""
+            )
+            why = long_fit_note(run.seed, others, suite.one_seed_above_s, what)
+            if why:
+                counts["not_run"] = counts.get("not_run", 0) + 1
+                notes.append(why)
+                bar.to_fit -= 1
+                bar.done(run, f"not run: {why}")
+            return bool(why)
+
         fit_one = isolated(suite) or execute
         if suite.n_jobs <= 1 or len(pending) <= 1:
             for run, cfg in pending:
+                if left_out(run):  # decided when its turn comes: an earlier seed may be long
+                    continue
                 bar.start(run)
                 finished(run, cfg, *fit_one(cfg, run_dir_of(suite_dir, run)))
         else:
+            pending = [(run, cfg) for run, cfg in pending if not left_out(run)]
             threads = max(1, (os.cpu_count() or 1) // suite.n_jobs)
             ctx = multiprocessing.get_context("spawn")
             log = Path(suite_dir) / LOG_FILE

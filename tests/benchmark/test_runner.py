@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from mmint.benchmark.grid import expand
+from mmint.benchmark.long_fits import fit_cost_seconds
 from mmint.benchmark.results import flatten, read_results
 from mmint.benchmark.runner import is_done, one_line, run_suite
 from mmint.cli import compose_run
+from mmint.io import write_json
 
-from .conftest import tiny_suite
+from .conftest import fake_metrics, tiny_suite
 
 
 def _mtimes(suite_dir: Path) -> dict[str, int]:
@@ -127,6 +129,46 @@ def test_ci_progress_is_one_plain_line_per_run(tmp_path, monkeypatch, fake_fit):
     assert len(lines) == 2
     assert lines[0].startswith("[1/2] pca__synthetic__default__seed0: ok (")
     assert lines[1].startswith("[2/2] pca__synthetic__default__seed1: ok (")
+
+
+@pytest.mark.parametrize("epochs, runs", [(50, ["seed0"]), (10, ["seed0", "seed1", "seed2"])])
+def test_a_long_fit_runs_one_seed(tmp_path, monkeypatch, epochs, runs):
+    """suite.one_seed_above_s: seed 0's fit cost 50 epochs x 100 CPU s > 3,600 s, so seeds 1
+    and 2 are not run and the report's notes say why; 10 epochs (1,000 s) run every seed."""
+    calls = []
+
+    def run_fit(cfg, run_dir):
+        calls.append(Path(run_dir).name.rsplit("__", 1)[-1])
+        metrics = {**fake_metrics(cfg), "status": "ok", "epochs": epochs}
+        write_json(Path(run_dir) / "metrics.json", {**metrics, "cpu_seconds_per_epoch": 100.0})
+        return {}
+
+    monkeypatch.setattr("mmint.fit.run_fit", run_fit)
+    monkeypatch.setenv("CI", "true")
+    lines = []
+    suite = tiny_suite(floor=[], one_seed_above_s=3600)
+    done = run_suite(suite, tmp_path, ["logger=csv"], echo=lines.append, compose=compose_run)
+    assert calls == runs
+    assert list(read_results(tmp_path / "results.csv")["seed"]) == list(range(len(runs)))
+    if len(runs) == 1:
+        assert done.counts == {"ok": 1, "failed": 0, "cached": 0, "not_run": 2}
+        assert done.notes == [
+            f"`pca` on `synthetic`: seed {s} not run; seed 0's fit took 83 min of CPU, over "
+            "suite.one_seed_above_s (60 min)"
+            for s in (1, 2)
+        ]
+        assert lines[1].startswith("[2/3] pca__synthetic__default__seed1: not run: ")
+        # a later run of the suite leaves them out again, from seed 0's metrics.json
+        again = run_suite(suite, tmp_path, ["logger=csv"], echo=lines.append, compose=compose_run)
+        assert again.counts == {"ok": 0, "failed": 0, "cached": 1, "not_run": 2}
+    else:
+        assert done.counts == {"ok": 3, "failed": 0, "cached": 0} and not done.notes
+
+
+def test_fit_cost_seconds():
+    assert fit_cost_seconds({"cpu_seconds_per_epoch": 2.5, "epochs": 4, "fit_seconds": 1}) == 10
+    assert fit_cost_seconds({"cpu_seconds_per_epoch": None, "fit_seconds": 7.0}) == 7.0
+    assert fit_cost_seconds({}) is None
 
 
 def test_helpers():
