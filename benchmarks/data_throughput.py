@@ -121,7 +121,7 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.N
         "with every key of the contracts; wide sparse inputs as sparse batches; `backed`: read "
         "from `.h5ad` files in file blocks, `data.backed=true`), train cells / seconds, "
         f"{args.repeats} epochs per batch size (median and best). Peak RSS: "
-        "`ru_maxrss` of a fresh process per dataset, after the step (a running maximum).",
+        "the high-water mark (`VmHWM`) of a fresh process per dataset, after the step (a running maximum).",
         "\n## Train loader\n",
         *table(head, [[r["label"], *e] for r in results for e in r["epochs"]], "llrrrlrrr"),
         "\n## Beside a training step\n",

@@ -2,12 +2,15 @@
 
 The parent writes the run's composed config to a scratch folder and starts
 ``python -m mmint.benchmark.isolate_child <job.json>``; the child fits exactly as an in-process run
-does (:func:`mmint.benchmark.runner.execute`) and writes its outcome beside the job. The
-parent reaps the child with ``os.wait4``, whose resource usage is the child's alone, and adds
-to the run's ``metrics.json``::
+does (:func:`mmint.benchmark.runner.execute`) and writes its outcome (with its own peak RSS)
+beside the job. The parent reaps the child with ``os.wait4``, whose CPU seconds are the
+child's alone, and adds to the run's ``metrics.json``::
 
-    "process": {"isolated": true, "cpu_seconds": user + sys, "peak_rss_mb": ru_maxrss,
+    "process": {"isolated": true, "cpu_seconds": user + sys, "peak_rss_mb": the child's,
                 "wall_seconds": ..., "threads": n or null}
+
+(The peak RSS is the child's own reading, not ``wait4``'s ``ru_maxrss``: after ``exec`` that
+keeps the parent's high-water mark, see :func:`mmint.callbacks.timing.peak_rss_mb`.)
 
 so growth curves and speed ratios compare processes that shared nothing (no warm JIT, no
 allocator state, no memory high-water mark of an earlier run). ``suite.threads`` pins the
@@ -77,9 +80,11 @@ def execute_isolated(
         argv = [sys.executable, "-m", "mmint.benchmark.isolate_child", str(job)]
         status, usage, timed_out = run_child(argv, thread_env(threads), log, timeout_s)
         wall = time.perf_counter() - t0
+        peak = None
         if outcome.exists():
             result = read_json(outcome)
             error, tb = result.get("error"), result.get("traceback")
+            peak = result.get("peak_rss_mb")
         else:
             tail = log.read_text(errors="replace")[-LOG_TAIL:]
             error, tb = _death(status, timed_out, timeout_s), tail
@@ -87,7 +92,7 @@ def execute_isolated(
         process = {
             "isolated": True,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": maxrss_mb(usage),
+            "peak_rss_mb": maxrss_mb(usage) if peak is None else float(peak),
             "wall_seconds": wall,
             "threads": threads,
         }

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 
 from mmint.benchmark.runner import execute
+from mmint.callbacks.timing import own_and_children_peak_rss_mb
 from mmint.io import write_json
 
 
@@ -24,7 +25,9 @@ def main(job_path: str) -> None:
         error, tb, _ = execute(job["cfg"], job["run_dir"])
     except BaseException as err:  # noqa: BLE001 - report anything, then exit
         error, tb = f"{type(err).__name__}: {err}", traceback.format_exc()
-    write_json(job["outcome"], {"error": error, "traceback": tb})
+    # the parent's wait4 peak RSS would include its own high-water mark (see peak_rss_mb)
+    peak = own_and_children_peak_rss_mb()
+    write_json(job["outcome"], {"error": error, "traceback": tb, "peak_rss_mb": peak})
 
 
 if __name__ == "__main__":

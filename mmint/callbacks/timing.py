@@ -19,8 +19,27 @@ def maxrss_mb(usage: resource.struct_rusage) -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB."""
+    """Peak resident set size of this process in MiB.
+
+    On Linux, ``VmHWM`` of ``/proc/self/status``: the high-water mark of this process's own
+    address space. ``ru_maxrss`` is not that after an ``exec``: it keeps the high-water mark
+    of the address space the process replaced, which for a child started by ``subprocess``
+    (``vfork`` + ``exec``) is its parent's, so a small child of a large parent would report
+    the parent's peak. Elsewhere, ``ru_maxrss``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return maxrss_mb(resource.getrusage(resource.RUSAGE_SELF))
+
+
+def own_and_children_peak_rss_mb() -> float:
+    """The larger of this process's peak RSS and its finished children's (MiB)."""
+    return max(peak_rss_mb(), maxrss_mb(resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def median_epoch_seconds(start: float, ends: list[float]) -> float | None:

@@ -35,6 +35,23 @@ def test_child_usage_is_the_childs_own(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
 
 
+def test_isolated_peak_rss_is_not_the_parents(tmp_path):
+    """A small child of a large parent: wait4's ru_maxrss carries the parent's high-water mark
+    across the child's exec (vfork); the recorded peak must be the child's own."""
+    suite = tiny_suite(seeds=[0], floor=[])
+    cfg = compose_run([*expand(suite)[0].overrides, "logger=csv"])
+    ballast = bytearray(1536 * 1024 * 1024)
+    for i in range(0, len(ballast), 4096):
+        ballast[i] = 1
+    _, usage, _ = run_child([sys.executable, "-c", "pass"], {}, tmp_path / "log")
+    parent_peak = usage.ru_maxrss / 1024  # the effect this test guards against, as wait4 sees it
+    error, _, _ = execute_isolated(cfg, tmp_path / "run", threads=1)
+    del ballast
+    assert error is None
+    own = read_json(tmp_path / "run" / "metrics.json")["process"]["peak_rss_mb"]
+    assert parent_peak > 1536 and own < parent_peak - 700
+
+
 def test_child_timeout_is_killed(tmp_path):
     loop = [sys.executable, "-c", "while True: pass"]
     status, _, timed_out = run_child(loop, {}, tmp_path / "log", timeout_s=0.5)
