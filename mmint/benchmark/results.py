@@ -12,6 +12,8 @@ from mmint.io import atomic_write, read_json
 
 ID_COLUMNS = ["model", "data", "seed", "variant"]
 TAIL_COLUMNS = ["status", "error", "run_dir"]
+#: the files a finished run leaves in its folder
+OUTCOMES = ("metrics.json", "failed.json")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -72,6 +74,23 @@ def read_results(path: str | Path) -> pd.DataFrame:
     if "error" in table:
         table["error"] = table["error"].fillna("")
     return table
+
+
+def rows_outside(path: str | Path, run_dirs: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows of the ``results.csv`` at ``path`` for runs outside ``run_dirs`` (its ``run_dir``
+    values) whose folder still holds their outcome: a suite narrowed to some models or
+    datasets keeps the folder's other finished runs in its table."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    table, inside = read_results(path), set(run_dirs)
+    keep = [
+        row.dropna().to_dict()
+        for _, row in table.iterrows()
+        if str(row["run_dir"]) not in inside
+        and any((path.parent / str(row["run_dir"]) / f).exists() for f in OUTCOMES)
+    ]
+    return keep
 
 
 def _named(runs: pd.DataFrame, limit: int = 6) -> str:

@@ -31,7 +31,7 @@ import pandas as pd
 from mmint.benchmark.grid import RunSpec, Suite, expand, missing_dataset
 from mmint.benchmark.isolate import isolated
 from mmint.benchmark.long_fits import long_fit_note
-from mmint.benchmark.results import results_table, run_row, write_results
+from mmint.benchmark.results import results_table, rows_outside, run_row, write_results
 from mmint.benchmark.reuse_check import ReuseCheck
 from mmint.callbacks.progress import format_seconds, in_ci
 from mmint.io import WriteFailed, read_json, remove_temporaries, write_json
@@ -207,7 +207,9 @@ def kept_line(runs: list[RunSpec], suite_dir: Path) -> str:
     """Write ``results.csv`` of an interrupted suite (a run may have finished after the last
     write) and say what it keeps."""
     rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
-    write_results(results_table(r for r in rows if r is not None), suite_dir / "results.csv")
+    other = rows_outside(suite_dir / "results.csv", _shown_dirs(runs, suite_dir))
+    kept = [r for r in rows if r is not None] + other
+    write_results(results_table(kept), suite_dir / "results.csv")
     ok = sum(1 for r in rows if r is not None and r["status"] == "ok")
     failed = sum(1 for r in rows if r is not None and r["status"] != "ok")
     return (
@@ -217,6 +219,11 @@ def kept_line(runs: list[RunSpec], suite_dir: Path) -> str:
         "run when the suite is rerun (a model that trains in epochs resumes from its "
         "last.ckpt)"
     )
+
+
+def _shown_dirs(runs: Iterable[RunSpec], suite_dir: Path) -> list[str]:
+    """The ``run_dir`` values of ``runs`` as ``results.csv`` shows them."""
+    return [str(run_dir_of(suite_dir, r).relative_to(suite_dir)) for r in runs]
 
 
 def _run_suite(
@@ -241,13 +248,17 @@ def _run_suite(
     counts = {"ok": 0, "failed": 0, "cached": 0}
     keys: dict[str, str] = {}  # run name -> how its reuse key stands (results.csv `key`)
     check = ReuseCheck()
+    # the folder's other finished runs (a suite narrowed by suite.models / suite.datasets)
+    other = rows_outside(suite_dir / "results.csv", _shown_dirs(runs, suite_dir))
+    if other:
+        echo(f"note: results.csv keeps {len(other)} finished run(s) outside this grid")
 
     def save() -> pd.DataFrame:
         rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
         for run, row in zip(runs, rows, strict=True):
             if row is not None:
                 row["key"] = keys.get(run.name, "match") if row["status"] == "ok" else ""
-        table = results_table(r for r in rows if r is not None)
+        table = results_table([*(r for r in rows if r is not None), *other])
         write_results(table, suite_dir / "results.csv")
         return table
 

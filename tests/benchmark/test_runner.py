@@ -66,6 +66,25 @@ def test_resume_after_kill(tmp_path, monkeypatch):
     assert len(read_results(tmp_path / "results.csv")) == 3
 
 
+def test_a_narrowed_suite_keeps_the_folders_other_runs(tmp_path, fake_fit):
+    """Rerunning some of a folder's runs (suite.models / suite.datasets / seeds narrowed)
+    keeps the other finished runs in results.csv, as long as their folders hold them."""
+    import shutil
+
+    base = ["logger=csv"]
+    run_suite(tiny_suite(), tmp_path, base, echo=lambda _: None, compose=compose_run)
+    lines: list[str] = []
+    done = run_suite(tiny_suite(seeds=[1]), tmp_path, base, echo=lines.append, compose=compose_run)
+    assert done.counts["cached"] == 1 and len(fake_fit) == 3
+    assert "note: results.csv keeps 2 finished run(s) outside this grid" in lines
+    table = read_results(tmp_path / "results.csv")
+    assert sorted(table["seed"]) == [0, 1, 2] and set(table["status"]) == {"ok"}
+    assert table.loc[table["seed"] == 2, "ari"].item() == pytest.approx(0.52)
+    shutil.rmtree(tmp_path / "runs" / "pca__synthetic__default__seed2")
+    run_suite(tiny_suite(seeds=[1]), tmp_path, base, echo=lambda _: None, compose=compose_run)
+    assert sorted(read_results(tmp_path / "results.csv")["seed"]) == [0, 1]
+
+
 def test_changed_config_is_not_done(tmp_path, fake_fit):
     suite = tiny_suite(seeds=[0], floor=[])
     run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
@@ -117,7 +136,10 @@ def test_failure_isolation(tmp_path, monkeypatch, fake_fit):
     done = run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
     assert done.counts == {"ok": 1, "failed": 0, "cached": 2}
     assert not (tmp_path / "runs/pca__synthetic__default__seed1/failed.json").exists()
-    assert set(read_results(tmp_path / "results.csv")["status"]) == {"ok"}
+    table = read_results(tmp_path / "results.csv")
+    assert set(table.loc[table["variant"] == "default", "status"]) == {"ok"}
+    # the runs of the variant this rerun left out stay in the table as they are
+    assert set(table.loc[table["variant"] == "bad", "status"]) == {"failed"}
 
 
 def test_ci_progress_is_one_plain_line_per_run(tmp_path, monkeypatch, fake_fit):
