@@ -30,9 +30,17 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else str(value)
 
 
+#: parameters are scanned after each of a fit's first this many steps, then after every
+#: this many steps and after each epoch's last training batch (so validation, curves and
+#: checkpoints never see a non-finite parameter): a scan reads every parameter (on an
+#: 11M-parameter UnitedNet, 6% of a 64-cell step); the loss terms are read after every step
+PARAMETER_SCAN_EVERY = 10
+
+
 class DivergenceCheck(L.Callback):
     """Raise :class:`TrainingDiverged` as soon as a training step gives a non-finite logged
-    ``train/*`` value or leaves a non-finite parameter.
+    ``train/*`` value, or a parameter scan finds a non-finite parameter (see
+    :data:`PARAMETER_SCAN_EVERY`; a fixed step schedule, the same on every DDP process).
 
     The error names the model, the loss term (the first non-finite one, else the largest in
     magnitude at that step), the epoch and the step, and hints at the learning rate and the
@@ -42,6 +50,7 @@ class DivergenceCheck(L.Callback):
     def __init__(self, model_name: str = "model") -> None:
         self.model_name = model_name
         self._sums: dict[str, tuple[float, float]] = {}
+        self._scanned = -1  # the step of the last parameter scan that found all finite
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._sums = {}
@@ -87,19 +96,38 @@ class DivergenceCheck(L.Callback):
             (k for k, v in values.items() if not math.isfinite(v)),
             key=lambda k: (k.endswith("loss"), -len(k)),
         )
-        bad_params = _non_finite_parameters(pl_module)
+        step = _step_count(trainer, batch_idx)
+        last_scan = self._scanned
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        scheduled = step < PARAMETER_SCAN_EVERY or step % PARAMETER_SCAN_EVERY == 0
+        scan = bool(bad_terms) or scheduled or last_batch
+        bad_params = _non_finite_parameters(pl_module) if scan else []
+        if scan and not bad_params:
+            self._scanned = step
         if not bad_terms and not bad_params:
             return
+        self._raise(trainer, pl_module, values, bad_terms, bad_params, step, last_scan)
+
+    def _raise(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        values: dict[str, float],
+        bad_terms: list[str],
+        bad_params: list[str],
+        step: int,
+        last_scan: int,
+    ) -> None:
         if bad_terms:
             term = f"loss term {bad_terms[0]} = {_fmt(values[bad_terms[0]])}"
         else:
             largest = max(values, key=lambda k: abs(values[k]), default=None)
-            term = f"parameters ({bad_params[0]}, ...) became non-finite" + (
+            since = f" after step {last_scan}" if 0 <= last_scan < step - 1 else ""
+            term = f"parameters ({bad_params[0]}, ...) became non-finite{since}" + (
                 f"; the largest loss term at that step was {largest} = {_fmt(values[largest])}"
                 if largest
                 else ""
             )
-        step = _step_count(trainer, batch_idx)
         lr = _lr(pl_module)
         raise TrainingDiverged(
             f"training diverged: {self.model_name} {term}",

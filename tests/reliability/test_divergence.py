@@ -110,3 +110,66 @@ def test_report_lists_flagged_runs():
     report = build_report(table, ReportOptions(name="t"))
     assert "Runs: 2 ok (1 flagged, see Flagged runs), 0 failed" in report
     assert "## Flagged runs" in report and "m__d__v__seed1 | collapse" in report
+
+
+class _Poisoned:
+    """A tiny LightningModule whose unused parameter turns NaN in step ``at`` while its loss
+    stays finite; its validation records whether it ever saw a NaN parameter."""
+
+    @staticmethod
+    def make(at: int):
+        import lightning as L
+        import torch
+
+        class Module(L.LightningModule):
+            def __init__(self) -> None:
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.ones(3))
+                self.unused = torch.nn.Parameter(torch.ones(2))
+                self.validated_nan = False
+
+            def training_step(self, batch, batch_idx):
+                if self.global_step == at:  # step `at` leaves it NaN
+                    with torch.no_grad():
+                        self.unused[0] = float("nan")
+                loss = (self.w * batch[0]).pow(2).mean()
+                self.log("train/loss", loss)
+                return loss
+
+            def validation_step(self, batch, batch_idx):
+                self.validated_nan |= not bool(torch.isfinite(self.unused).all())
+
+            def configure_optimizers(self):
+                return torch.optim.SGD([self.w], lr=0.01)
+
+        return Module()
+
+
+@pytest.mark.parametrize(("at", "caught"), [(3, 3), (13, 20), (25, 27)])
+def test_parameter_scans_catch_a_nan_by_the_next_scan_and_before_validation(at, caught):
+    """Parameters are scanned after each of the first 10 steps, every 10th step and each
+    epoch's last batch (28 batches here): a NaN appearing after step 13 is reported at step
+    20, one after step 25 at step 27, before validation sees it."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from mmint.callbacks.divergence import DivergenceCheck
+
+    data = DataLoader(TensorDataset(torch.randn(28, 3)), batch_size=1)
+    module = _Poisoned.make(at)
+    trainer = L.Trainer(
+        max_epochs=2,
+        callbacks=[DivergenceCheck("toy")],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit(module, data, data)
+    assert info.value.where == f"epoch 0, step {caught}"
+    assert "parameters (unused, ...) became non-finite" in str(info.value)
+    assert ("after step" in str(info.value)) == (caught > at + 1)
+    assert not module.validated_nan
