@@ -11,7 +11,8 @@ Set in the suite's YAML under ``suite.sections`` (each optional)::
   :mod:`mmint.benchmark.generated`), each metric against the number of cells (train + val +
   test of the run's split) and the growth exponent ``b`` of ``value ~ cells^b``, the slope of
   the least-squares line through ``(log cells, log value)`` (seeds averaged per size first).
-- **speed**: per pair ``[a, b]`` and row (dataset, variant, seed) both ran: ``a / b`` of each
+- **speed**: each run's cost (of ``models``: a list, or ``all``; default: the pairs' models),
+  then per pair ``[a, b]`` and row (dataset, variant, seed) both ran: ``a / b`` of each
   metric, and the geometric mean of the ratios per dataset. A side may be ``model/variant``
   (two variants of one model, e.g. ``[wnn/mmint, wnn/muon]``): rows pair by dataset and seed.
 - **parity**: per pair ``[a, b]``: the paired differences ``a - b`` of the same dataset and
@@ -204,7 +205,10 @@ def speed_section(table: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[str, pd
     models ran (``speed.csv``: ``kind`` run or ratio)."""
     metrics = list(spec.get("metrics") or SPEED_METRICS)
     pairs = [(str(a), str(b)) for a, b in spec.get("pairs") or []]
-    runs = run_rows(table, [x for pair in pairs for x in pair], metrics)
+    listed = spec.get("models") or [x for pair in pairs for x in pair]
+    if listed == "all":
+        listed = list(dict.fromkeys(ok_rows(table)["model"].astype(str)))
+    runs = run_rows(table, listed, metrics)
     shown = [m for m in [*metrics, "train_cells_per_cpu_second"] if m in runs]
     body = [
         [r.model, r.data, r.variant, str(r.seed), fmt(r.n_train, 0), *(fmt(r[m], 3) for m in shown)]

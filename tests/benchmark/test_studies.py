@@ -113,6 +113,22 @@ def test_speed_ratios_on_the_same_rows():
     assert np.allclose(fast["process.cpu_seconds"], want)
 
 
+def test_speed_lists_the_runs_of_the_models_asked():
+    """``models: all`` lists every finished run's cost, a list only those models', whatever
+    the pairs; the ratios stay those of the pairs."""
+    table = pd.concat([_table(), _table().assign(model="third")], ignore_index=True)
+    spec = {"pairs": [["fast", "slow"]], "metrics": ["process.cpu_seconds"]}
+    runs = {
+        str(models): speed_section(table, {**spec, "models": models})[1].query("kind == 'run'")
+        for models in ("all", ["third"], None)
+    }
+    assert runs["all"].model.value_counts().to_dict() == {"fast": 8, "slow": 8, "third": 16}
+    assert set(runs["['third']"].model) == {"third"} and len(runs["['third']"]) == 16
+    assert set(runs["None"].model) == {"fast", "slow"}
+    ratio = speed_section(table, {**spec, "models": "all"})[1].query("kind == 'ratio'")
+    assert len(ratio) == 8 and np.allclose(ratio["process.cpu_seconds"], 1 / 3)
+
+
 def test_parity_is_paired_by_dataset_and_seed():
     table = _table()
     text, out = parity_section(table, {"pairs": [["fast", "slow"]], "metrics": ["ari"]})
