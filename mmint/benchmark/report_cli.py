@@ -1,6 +1,7 @@
-"""``mmint report <results.csv> [<results.csv> ...] out=<dir> [key=value ...]``: one report
+"""``mmint report <results.csv | suite folder> [...] out=<dir> [key=value ...]``: one report
 (leaderboard, critical-difference diagrams, per-dataset tables) from the results of one or
-several suites, without fitting anything.
+several suites, without fitting anything. A suite folder stands for every finished run in its
+``runs/`` (each run's ``metrics.json``), whichever suite invocation fitted it.
 
 Options (``key=value``):
 
@@ -57,8 +58,12 @@ def parse(args: list[str]) -> tuple[list[Path], dict[str, Any], dict[str, Any], 
             "no results file given", "mmint report", "mmint report <results.csv> ... out=<dir>"
         )
     for p in paths:
-        if not p.is_file():
-            raise InputError(f"no such results file: {p}", "mmint report", "give results.csv paths")
+        if not (p.is_file() or (p / "runs").is_dir()):
+            raise InputError(
+                f"no such results file or suite folder: {p}",
+                "mmint report",
+                "give results.csv paths or suite folders (holding runs/)",
+            )
     if not opts.get("out"):
         raise InputError("no output folder given", "mmint report", "add out=<dir>")
     return paths, opts, board, overrides
@@ -79,12 +84,16 @@ def _suite_names(paths: list[Path], opts: dict[str, Any]) -> list[str | None]:
         names = [str(opts["suite"])] * len(paths)
     else:
         known = set(suite_names())
-        return [
-            p.resolve().parent.name if p.resolve().parent.name in known else None for p in paths
-        ]
+        folders = [_folder(p).name for p in paths]
+        return [name if name in known else None for name in folders]
     for n in names:
         check_suite_name(n)
     return list(names)
+
+
+def _folder(path: Path) -> Path:
+    """The suite folder of a results file or folder argument."""
+    return path.resolve() if path.is_dir() else path.resolve().parent
 
 
 def load_suite(name: str, compose: Compose):
@@ -100,7 +109,7 @@ def main(args: list[str], compose: Compose) -> None:
     from mmint.benchmark.board import BoardOptions
     from mmint.benchmark.publish import Source, merge, source_controls, write_suite_outputs
     from mmint.benchmark.report import ReportOptions
-    from mmint.benchmark.results import read_results
+    from mmint.benchmark.results import folder_results, read_results
     from mmint.benchmark.studies import write_sections
 
     paths, opts, board_cfg, overrides = parse(args)
@@ -113,7 +122,8 @@ def main(args: list[str], compose: Compose) -> None:
                 f"{path}: no suite config found (suite=<name>); controls composed from "
                 "model, data and seed alone"
             )
-        sources.append(Source(read_results(path), path.resolve().parent, suite, overrides))
+        table = folder_results(path) if path.is_dir() else read_results(path)
+        sources.append(Source(table, _folder(path), suite, overrides))
     suites = [s.suite for s in sources if s.suite is not None]
     cfg = {**(suites[0].leaderboard if suites else {}), **board_cfg}
     board_opts = BoardOptions.from_dict(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,31 @@ def write_results(table: pd.DataFrame, path: str | Path) -> None:
     atomic_write(path, table.to_csv(index=False))
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
+def read_results(path: str | Path | io.StringIO) -> pd.DataFrame:
     """Read ``results.csv`` (empty error cells as empty strings)."""
     table = pd.read_csv(path)
     if "error" in table:
         table["error"] = table["error"].fillna("")
     return table
+
+
+def folder_results(folder: str | Path) -> pd.DataFrame:
+    """The table of every run in a suite folder's ``runs/`` that left an outcome, built from
+    each run's ``metrics.json`` / ``failed.json`` as the suite builds ``results.csv``,
+    whichever suite invocation fitted it."""
+    from types import SimpleNamespace
+
+    folder, rows = Path(folder), []
+    for run_dir in sorted(p for p in (folder / "runs").iterdir() if p.is_dir()):
+        found = [run_dir / f for f in OUTCOMES if (run_dir / f).exists()]
+        if not found:
+            continue
+        info = read_json(found[0])
+        ident = SimpleNamespace(**{k: info.get(k) for k in ID_COLUMNS})
+        if (row := run_row(ident, run_dir, folder)) is not None:
+            rows.append(row)
+    # through CSV text, so that its values read as results.csv's do (e.g. empty cells)
+    return read_results(io.StringIO(results_table(rows).to_csv(index=False)))
 
 
 def rows_outside(path: str | Path, run_dirs: Iterable[str]) -> list[dict[str, Any]]:

@@ -80,6 +80,15 @@ def test_mmint_report_rebuilds_it_without_recomputing(suite_dir, tmp_path, capsy
     assert report.startswith("# Benchmark `suite`") and "## Leaderboard" in report
 
 
+def test_mmint_report_of_a_suite_folder(suite_dir, tmp_path):
+    """A suite folder in place of its results.csv: the same leaderboard, from its runs."""
+    overrides = [f"++{k}={v}" for k, v in _formatted().items()]
+    main(["report", str(suite_dir), f"out={tmp_path / 'f'}", *overrides])
+    ours = pd.read_csv(tmp_path / "f" / "leaderboard.csv", index_col=0)
+    theirs = pd.read_csv(suite_dir / "leaderboard.csv", index_col=0)
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
 def test_report_command_errors(tmp_path, capsys):
     for args, what in [
         ([], "no results file given"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mmint.benchmark.grid import expand
 from mmint.benchmark.long_fits import fit_cost_seconds
-from mmint.benchmark.results import flatten, read_results
+from mmint.benchmark.results import flatten, folder_results, read_results
 from mmint.benchmark.runner import is_done, one_line, run_suite
 from mmint.cli import compose_run
 from mmint.io import write_json
@@ -83,6 +84,24 @@ def test_a_narrowed_suite_keeps_the_folders_other_runs(tmp_path, fake_fit):
     shutil.rmtree(tmp_path / "runs" / "pca__synthetic__default__seed2")
     run_suite(tiny_suite(seeds=[1]), tmp_path, base, echo=lambda _: None, compose=compose_run)
     assert sorted(read_results(tmp_path / "results.csv")["seed"]) == [0, 1]
+
+
+def test_folder_results_equal_the_suites_table(tmp_path):
+    """A suite folder's table rebuilt from its runs' metrics.json / failed.json equals the
+    results.csv the suite wrote (one run failed by a bad override)."""
+    suite = tiny_suite(
+        seeds=[0, 1], floor=[], variants={"default": {}, "bad": ["model.no_such_key=1"]}
+    )
+    run_suite(suite, tmp_path, ["logger=csv"], echo=lambda _: None, compose=compose_run)
+    written = read_results(tmp_path / "results.csv").drop(columns="key")
+    rebuilt = folder_results(tmp_path)
+    assert len(written) == 4 and set(written["status"]) == {"ok", "failed"}
+    order = ["run_dir"]
+    pd.testing.assert_frame_equal(
+        rebuilt.sort_values(order).reset_index(drop=True),
+        written.sort_values(order).reset_index(drop=True)[rebuilt.columns],
+        check_dtype=False,
+    )
 
 
 def test_changed_config_is_not_done(tmp_path, fake_fit):
