@@ -83,13 +83,13 @@ class KNNTransfer(PCABaseline):
                 "data.label_key",
                 "use a dataset with labels, or another model",
             )
-        self.reference = (self.joint_latent(dm.batch(cells)).numpy(), dm.batch_labels[cells])
+        self.reference = (self._latent(dm, cells), dm.batch_labels[cells])
         val = dm.cells("val")
         val = val[dm.batch_labels[val] >= 0]
         ks = [k for k in self.hparams["n_neighbors"] if k <= len(cells)] or [len(cells)]
         accuracy = {}
         if len(val):
-            z_val = self.joint_latent(dm.batch(val)).numpy()
+            z_val = self._latent(dm, val)
             truth = dm.batch_labels[val]
             accuracy = {k: float(np.mean(self.vote(z_val, k) == truth)) for k in ks}
             self.k = max(ks, key=lambda k: (accuracy[k], -k))
@@ -103,6 +103,12 @@ class KNNTransfer(PCABaseline):
             "n_reference_cells": int(len(cells)),
         }
         return self
+
+    def _latent(self, dm: Any, cells: np.ndarray) -> np.ndarray:
+        """The joint latent of ``cells`` in evaluation batches, wide sparse inputs as sparse
+        batches (one batch of every training cell would hold their inputs dense)."""
+        batches = dm.iter_batches(cells, sparse=self.accepts_sparse)
+        return np.concatenate([self.joint_latent(b).numpy() for b in batches])
 
     def vote(self, z: np.ndarray, k: int) -> np.ndarray:
         """Majority label among the ``k`` nearest reference cells of each row of ``z``."""

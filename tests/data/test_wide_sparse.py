@@ -3,7 +3,8 @@
 Every densifying call of scipy (``toarray``, ``todense``) and torch (``Tensor.to_dense``) is
 patched to fail on a matrix at least ``SPARSE_MIN_FEATURES`` wide, then a tiny multiome-like
 dataset (3,000 peaks) is fitted, scored and written by each model whose path reads sparse
-input (MultiVI-style, CVQVAE-style with its ``pca`` input, the PCA floor).
+input (MultiVI-style, CVQVAE-style with its ``pca`` input, the PCA floor and kNN transfer,
+which builds on it).
 """
 
 from __future__ import annotations
@@ -46,14 +47,15 @@ def test_the_guard_catches_a_densified_wide_matrix(no_densify):
     assert sp.random(4, 10, density=0.5, format="csr").toarray().shape == (4, 10)
 
 
-@pytest.mark.parametrize("name", ["multivi", "cvqvae", "pca"])
+@pytest.mark.parametrize("name", ["multivi", "cvqvae", "pca", "knn_transfer"])
 def test_fit_evaluate_and_write_stay_sparse(name, wide_data, no_densify, tmp_path):
     dm = PairedDataModule(wide_data, seed=0, batch_size=64)
     dm.setup()
     assert sp.issparse(dm.inputs["atac"]) and dm.inputs["atac"].shape[1] == N_PEAKS
     L.seed_everything(0, verbose=False)
     # the model's own config (cvqvae: its pca input), as `mmint fit model=<name>` builds it
-    cfg = OmegaConf.to_container(OmegaConf.load(config_dir() / "model" / f"{name}.yaml"))
+    yaml = OmegaConf.load(config_dir() / "model" / f"{name}.yaml")
+    cfg = OmegaConf.to_container(OmegaConf.merge({"seed": 0, "model": yaml}), resolve=True)["model"]
     *_, hparams = _split_model_config(cfg)
     model = build_model(name, dm.spec, **hparams)
     fit_briefly(model, dm)
