@@ -29,7 +29,7 @@ is ``nan``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -308,6 +308,37 @@ def r2(x_true, x_pred, weighting: Weighting = "uniform", chunk_size: int | None 
         R2 over the features whose variance among these cells exceeds ``1e-8``; ``nan`` if none.
     """
     return accumulate(x_true, x_pred, chunk_size=chunk_size).r2(weighting)
+
+
+def r2_of_rows(
+    x_true,
+    predict: Callable[[slice], np.ndarray],
+    weighting: Weighting = "uniform",
+    chunk_size: int | None = None,
+) -> float:
+    """:func:`r2` of a prediction made chunk by chunk, so that the whole predicted matrix
+    never exists (equal to ``r2(x_true, prediction)``: the same chunks, the same sums).
+
+    Parameters
+    ----------
+    x_true
+        Observed matrix (n_cells, n_features); numpy or scipy sparse.
+    predict
+        ``predict(rows)``: the dense prediction of the cells ``rows`` (a slice).
+    weighting, chunk_size
+        As in :func:`r2`.
+
+    Returns
+    -------
+    float
+        The R2.
+    """
+    x_true = _row_sliceable(x_true)
+    n_cells, n_features = x_true.shape
+    acc = PredictionAccumulator()
+    for rows in iter_row_chunks(n_cells, chunk_size or _default_chunk_size(n_features)):
+        acc.update(x_true[rows], predict(rows))
+    return acc.r2(weighting) if n_cells else float("nan")
 
 
 def degenerate_features(x_true, chunk_size: int | None = None) -> int:

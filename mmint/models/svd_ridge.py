@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mmint import keys
 from mmint.data.spec import DataSpec
-from mmint.metrics.prediction import r2
+from mmint.metrics.prediction import r2_of_rows
 from mmint.models.arrays import dense64
 from mmint.models.base import Batch, Integrator
 from mmint.models.hparams import record_hparams
@@ -164,8 +164,16 @@ class SVDRidge(SavedByAttributes, Integrator):
             k_val = rbf_kernel(self.components(src, dm.inputs[src][v]), centers, gamma)
             scores = []
             for a in alphas:
-                pred = self._output(dst, k_val @ dual(a) + y_mean, reg["svd_target"])
-                scores.append(r2(truth, pred))
+                weights = dual(a)
+                # row chunks: the validation cells' prediction of a wide target is never whole
+                scores.append(
+                    r2_of_rows(
+                        truth,
+                        lambda rows, w=weights: self._output(
+                            dst, k_val[rows] @ w + y_mean, reg["svd_target"]
+                        ),
+                    )
+                )
             scores = np.nan_to_num(np.asarray(scores), nan=-np.inf)
             reg["alpha"] = alphas[int(np.argmax(scores))]
         reg["dual"] = dual(reg["alpha"])

@@ -16,6 +16,7 @@ from mmint.metrics import (
     pearson_per_cell,
     r2,
 )
+from mmint.metrics.prediction import r2_of_rows
 
 
 def _pair(seed: int = 0, n: int = 60, p: int = 12, noise: float = 0.5):
@@ -249,3 +250,28 @@ def test_sparse_wide_chunks_equal_the_in_memory_result(chunk_size):
     assert acc.auroc() == pytest.approx(
         np.mean([roc_auc_score(dense[i], pred[i]) for i in rows]), abs=1e-6
     )
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_r2_of_rows_equals_r2_of_the_whole_prediction(sparse):
+    """The prediction made chunk by chunk scores exactly as the whole matrix, and each chunk
+    is asked for once, in order."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random((230, 40)) < 0.2).astype(np.float64)
+    pred = np.clip(truth * 0.7 + rng.normal(0, 0.2, truth.shape), 0, 1)
+    x_true = sp.csr_matrix(truth) if sparse else truth
+    asked = []
+
+    def predict(rows: slice) -> np.ndarray:
+        asked.append(rows)
+        return pred[rows]
+
+    for weighting in ("uniform", "variance"):
+        asked.clear()
+        got = r2_of_rows(x_true, predict, weighting, chunk_size=50)
+        assert got == r2(x_true, pred, weighting, chunk_size=50)
+        sk = {"uniform": "uniform_average", "variance": "variance_weighted"}[weighting]
+        assert got == pytest.approx(r2_score(truth, pred, multioutput=sk), abs=1e-12)
+        assert [(s.start, s.stop) for s in asked] == [
+            (i, min(i + 50, 230)) for i in (0, 50, 100, 150, 200)
+        ]
