@@ -96,21 +96,13 @@ def folder_results(folder: str | Path) -> pd.DataFrame:
     return read_results(io.StringIO(results_table(rows).to_csv(index=False)))
 
 
-def rows_outside(path: str | Path, run_dirs: Iterable[str]) -> list[dict[str, Any]]:
-    """Rows of the ``results.csv`` at ``path`` for runs outside ``run_dirs`` (its ``run_dir``
-    values) whose folder still holds their outcome: a suite narrowed to some models or
-    datasets keeps the folder's other finished runs in its table."""
-    path = Path(path)
-    if not path.exists():
+def rows_outside(folder: str | Path, run_dirs: Iterable[str]) -> list[dict[str, Any]]:
+    """Rows of :func:`folder_results` for the runs outside ``run_dirs`` (``run_dir`` values):
+    a suite narrowed to some models or datasets keeps the folder's other runs in its table."""
+    if not (Path(folder) / "runs").is_dir():
         return []
-    table, inside = read_results(path), set(run_dirs)
-    keep = [
-        row.dropna().to_dict()
-        for _, row in table.iterrows()
-        if str(row["run_dir"]) not in inside
-        and any((path.parent / str(row["run_dir"]) / f).exists() for f in OUTCOMES)
-    ]
-    return keep
+    table, inside = folder_results(folder), set(run_dirs)
+    return [row.dropna().to_dict() for _, row in table.iterrows() if row["run_dir"] not in inside]
 
 
 def _named(runs: pd.DataFrame, limit: int = 6) -> str:

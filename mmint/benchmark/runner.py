@@ -207,7 +207,7 @@ def kept_line(runs: list[RunSpec], suite_dir: Path) -> str:
     """Write ``results.csv`` of an interrupted suite (a run may have finished after the last
     write) and say what it keeps."""
     rows = [run_row(r, run_dir_of(suite_dir, r), suite_dir) for r in runs]
-    other = rows_outside(suite_dir / "results.csv", _shown_dirs(runs, suite_dir))
+    other = rows_outside(suite_dir, _shown_dirs(runs, suite_dir))
     kept = [r for r in rows if r is not None] + other
     write_results(results_table(kept), suite_dir / "results.csv")
     ok = sum(1 for r in rows if r is not None and r["status"] == "ok")
@@ -249,7 +249,7 @@ def _run_suite(
     keys: dict[str, str] = {}  # run name -> how its reuse key stands (results.csv `key`)
     check = ReuseCheck()
     # the folder's other finished runs (a suite narrowed by suite.models / suite.datasets)
-    other = rows_outside(suite_dir / "results.csv", _shown_dirs(runs, suite_dir))
+    other = rows_outside(suite_dir, _shown_dirs(runs, suite_dir))
     if other:
         echo(f"note: results.csv keeps {len(other)} finished run(s) outside this grid")
 
