@@ -62,7 +62,7 @@ def collect(
     rows = _Rows(len(cells))
     device = getattr(model, "device", torch.device("cpu"))
     sparse = bool(getattr(model, "accepts_sparse", False))
-    size = rows_per_chunk(dm, [d for _, d in pairs] if translations else [])
+    size = dm.prediction_rows([d for _, d in pairs] if translations else [])
     for batch in dm.iter_batches(cells, batch_size=size, sparse=sparse):
         idx = batch[keys.INDEX].numpy()
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -113,18 +113,6 @@ class _Rows:
         if name not in self.arrays:  # no batch (no cells): what concatenating nothing raises
             raise ValueError("need at least one array to concatenate")
         return self.arrays[name]
-
-
-#: matrix entries of one prediction chunk (float32: 128 MiB)
-PREDICTION_ENTRIES = 2**25
-
-
-def rows_per_chunk(dm: PairedDataModule, targets: list[str]) -> int:
-    """Cells per evaluation batch: the data module's ``eval_batch_size``, fewer when a
-    predicted target is so wide that a batch of predictions would exceed
-    :data:`PREDICTION_ENTRIES` entries (100,000 peaks: 335 cells)."""
-    widest = max((dm.inputs[d].shape[1] for d in targets), default=1)
-    return max(1, min(dm.eval_batch_size, PREDICTION_ENTRIES // max(1, widest)))
 
 
 def prediction_scores(out: Outputs) -> dict[str, Any]:

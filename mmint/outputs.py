@@ -15,7 +15,7 @@ import torch
 
 from mmint.data.backed import is_lazy
 from mmint.data.datamodule import PairedDataModule
-from mmint.evaluate import collect, rows_per_chunk
+from mmint.evaluate import collect
 from mmint.io import WriteFailed, atomic_path
 from mmint.models.base import Integrator
 from mmint.models.wholeset import WholeSetIntegrator
@@ -90,11 +90,11 @@ def prediction_chunks(
     model: Integrator, dm: PairedDataModule, src: str, dst: str, cells: np.ndarray
 ) -> Iterator[np.ndarray]:
     """Predictions of ``dst`` from ``src`` for ``cells`` (which have both), chunk by chunk
-    (at most :func:`mmint.evaluate.rows_per_chunk` cells each), so that a wide target is
+    (at most :meth:`~mmint.data.datamodule.PairedDataModule.prediction_rows` cells each), so that a wide target is
     never predicted whole."""
     if hasattr(model, "eval"):
         model.eval()
-    size = rows_per_chunk(dm, [dst])
+    size = dm.prediction_rows([dst])
     if isinstance(model, WholeSetIntegrator):  # contracts: embed_cells
         for i in range(0, len(cells), size):
             yield np.asarray(model.predict_cells(dm, src, dst, cells[i : i + size]), np.float32)

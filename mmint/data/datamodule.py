@@ -37,6 +37,9 @@ from mmint.nn.sparse import csr_tensor
 
 Batch = dict[str, torch.Tensor]
 
+#: matrix entries of one chunk of evaluation predictions (float32: 128 MiB)
+PREDICTION_ENTRIES = 2**25
+
 
 def _rows(x: Any, idx: np.ndarray) -> np.ndarray:
     """Dense float32 rows of ``x`` (sparse matrices are densified per batch only, for models
@@ -364,6 +367,13 @@ class PairedDataModule(L.LightningDataModule):
         size = batch_size or self.eval_batch_size
         for i in range(0, len(idx), size):
             yield self.batch(idx[i : i + size], sparse)
+
+    def prediction_rows(self, targets: list[str]) -> int:
+        """Cells per evaluation batch: ``eval_batch_size``, fewer when a predicted target is
+        so wide that a batch of predictions would exceed :data:`PREDICTION_ENTRIES` entries
+        (100,000 peaks: 335 cells)."""
+        widest = max((self.inputs[d].shape[1] for d in targets), default=1)
+        return max(1, min(self.eval_batch_size, PREDICTION_ENTRIES // max(1, widest)))
 
     def cells(self, name: str) -> np.ndarray:
         """Indices of ``train``, ``val``, ``test`` or ``all`` cells."""

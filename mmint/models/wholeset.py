@@ -46,13 +46,11 @@ def accumulate_predictions(
 ) -> dict[str, dict[str, PredictionAccumulator]]:
     """Stream ``predict`` over chunks of the cells that have both modalities of each pair into
     the accumulators :func:`mmint.evaluate.prediction_scores` reads (never one dense matrix)."""
-    from mmint.evaluate import rows_per_chunk
-
     out: dict[str, dict[str, PredictionAccumulator]] = {}
     for src, dst in pairs:
         binary = dm.input_kind(dst) == "binary"
         acc = out.setdefault(src, {})[dst] = PredictionAccumulator(compute_auroc=binary)
-        size = rows_per_chunk(dm, [dst])  # a chunk's dense prediction stays bounded
+        size = dm.prediction_rows([dst])  # a chunk's dense prediction stays bounded
         both = cells[(dm.masks[src][cells] > 0) & (dm.masks[dst][cells] > 0)]
         for i in range(0, len(both), size):
             chunk = both[i : i + size]

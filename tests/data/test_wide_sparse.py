@@ -81,14 +81,14 @@ def test_dense_transform_of_a_wide_sparse_modality_is_refused(transform):
 
 def test_prediction_chunks_do_not_change_scores(wide_data, monkeypatch):
     """Evaluation batches cut to a few cells for a wide target give the in-memory scores."""
-    import mmint.evaluate as ev
+    from mmint.data import datamodule
 
     dm = PairedDataModule(wide_data, seed=0, batch_size=64)
     dm.setup()
     model = build_model("pca", dm.spec).fit_data(dm)
     whole = evaluate(model, dm, "test", scib=False, leiden=False)
-    monkeypatch.setattr(ev, "PREDICTION_ENTRIES", 5 * N_PEAKS)  # 5 cells per chunk
-    assert ev.rows_per_chunk(dm, ["atac"]) == 5
+    monkeypatch.setattr(datamodule, "PREDICTION_ENTRIES", 5 * N_PEAKS)  # 5 cells per chunk
+    assert dm.prediction_rows(["atac"]) == 5
     chunked = evaluate(model, dm, "test", scib=False, leiden=False)
     for key in ("r2", "r2_variance_weighted", "pearson", "auroc"):
         for s, row in whole[key].items():
