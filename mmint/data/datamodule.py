@@ -19,7 +19,7 @@ from mmint.data.modality import (
     FittedTransform,
     check_dense_width,
     fit_transform,
-    row_blocks,
+    pooled_variance,
 )
 from mmint.data.paired import PairedData
 from mmint.data.reduce import (
@@ -46,27 +46,6 @@ def _rows(x: Any, idx: np.ndarray) -> np.ndarray:
     that read dense batches)."""
     out = x[idx]
     return out.toarray() if sp.issparse(out) else np.asarray(out)
-
-
-def _pooled_variance(x: Any, rows: np.ndarray) -> float:
-    """Variance of all entries of ``x[rows]`` (every feature pooled), from row blocks merged
-    with Chan et al.'s update (one block: the direct formula)."""
-    n_all, mean_all, m2_all = 0, 0.0, 0.0
-    for block in row_blocks(x, rows):
-        n = block.shape[0] * block.shape[1]
-        if n == 0:
-            continue
-        if sp.issparse(block):
-            mean = block.sum() / n
-            var = float(block.multiply(block).sum() / n - mean**2)
-        else:
-            mean, var = np.mean(block, dtype=np.float64), float(np.var(block, dtype=np.float64))
-        total = n_all + n
-        delta = float(mean) - mean_all
-        m2_all += var * n + delta**2 * n_all * n / total
-        mean_all += delta * n / total
-        n_all = total
-    return m2_all / n_all if n_all else 0.0
 
 
 def _file_block(data: PairedData) -> int:
@@ -311,7 +290,7 @@ class PairedDataModule(L.LightningDataModule):
             self.batch_labels[train][self.batch_labels[train] >= 0], minlength=len(self.label_names)
         )
         variance = {
-            m: _pooled_variance(self.inputs[m], train[self.masks[m][train] > 0])
+            m: pooled_variance(self.inputs[m], train[self.masks[m][train] > 0])
             for m in self.modalities
         }
         return DataSpec(

@@ -233,6 +233,27 @@ def column_moments(
     return mean, dev / n
 
 
+def pooled_variance(x: Any, rows: np.ndarray) -> float:
+    """Variance of all entries of ``x[rows]`` (every feature pooled), from row blocks merged
+    with Chan et al.'s update (one block: the direct formula)."""
+    n_all, mean_all, m2_all = 0, 0.0, 0.0
+    for block in row_blocks(x, rows):
+        n = block.shape[0] * block.shape[1]
+        if n == 0:
+            continue
+        if sp.issparse(block):
+            mean = block.sum() / n
+            var = float(block.multiply(block).sum() / n - mean**2)
+        else:
+            mean, var = np.mean(block, dtype=np.float64), float(np.var(block, dtype=np.float64))
+        total = n_all + n
+        delta = float(mean) - mean_all
+        m2_all += var * n + delta**2 * n_all * n / total
+        mean_all += delta * n / total
+        n_all = total
+    return m2_all / n_all if n_all else 0.0
+
+
 def _positive_counts(x: Matrix, rows: np.ndarray, features: np.ndarray | None) -> np.ndarray:
     """Per column, the number of rows of ``x[rows]`` with a value above 0."""
     out = None
